@@ -1,0 +1,169 @@
+"""Settings: one typed object, read from a TOML file and the environment.
+
+Precedence (last wins): defaults < TOML file (--config or LEARNSTREAM_CONFIG) < environment.
+TOML keys are the field names below (e.g. ``chat_threshold = 50``). Environment names are
+LEARNSTREAM_<FIELD> plus the names the seed apps already use (AUTO_TRAIN, TRAIN_THRESHOLD,
+USE_LOCAL_AI, KAFKA_BOOTSTRAP_SERVERS).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+FAMILIES = ("chat", "image")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # All local state: store.sqlite, registry/, trainer/, broker/ (LEARNSTREAM_DATA_DIR).
+    data_dir: Path = Path(".learnstream")
+    # An existing cluster ("host:port,..."); None means the project's own local broker.
+    bootstrap_servers: str | None = None
+    # Prepended to every topic name as given (e.g. "prod."), so deployments can share a cluster.
+    topic_prefix: str = ""
+    # Partitions for topics that `up` creates; consumers in one group share them.
+    partitions: int = 3
+    # Replicas per topic that `up` creates: 1 on the local broker, 3 on a real cluster.
+    replication_factor: int = 1
+    # Raw topics hold PII: keep them briefly. The *.anon topics are the dataset of record (-1 = forever).
+    raw_retention_ms: int = 24 * 3600 * 1000
+    anon_retention_ms: int = -1
+    # HMAC key for pseudonyms and placeholders. Required unless dev is on.
+    pseudonym_key: str | None = None
+    # Demo/test mode: allows running without a pseudonym key and opens clinician/admin endpoints.
+    dev: bool = False
+    # Events larger than this go to the DLQ (which keeps their first 4 KiB, length and sha256).
+    max_event_bytes: int = 512 * 1024
+    # Train automatically when a family crosses its threshold of new stored samples.
+    auto_train: bool = True
+    chat_threshold: int = 100
+    image_threshold: int = 100
+    # A Hugging Face causal-LM folder or id for chat version 0; None builds the small embedded GPT-2.
+    base_model: str | None = None
+    # spaCy NER model: a package name or a path; "" disables name removal (loudly).
+    ner_model: str = "en_core_web_sm"
+    # Image embedding dimension; None takes it from the first image event.
+    embedding_dim: int | None = None
+    # Registry versions kept per family (the served one is always kept too).
+    keep_versions: int = 3
+    # Chat training: epochs over new samples, and the share of older samples replayed beside them.
+    chat_epochs: int = 3
+    chat_learning_rate: float = 5e-4
+    chat_batch_size: int = 8
+    chat_replay_share: float = 0.5
+    # Promotion gate: a new version is served unless it is worse than the served one on held-out data by more
+    # than this fraction (chat: loss; image: tag F1).
+    promotion_tolerance: float = 0.02
+    # Serving.
+    http_port: int = 8000
+    use_local_ai: bool = True
+    api_tokens: str = ""
+    # Kafka client security, passed through to every client (PLAINTEXT, SSL, SASL_SSL, SASL_PLAINTEXT).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    # Logs as JSON lines instead of text.
+    json_logs: bool = False
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store.sqlite"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    def threshold(self, family: str) -> int:
+        return {"chat": self.chat_threshold, "image": self.image_threshold}[family]
+
+    def key_bytes(self) -> bytes:
+        """The pseudonym key; callers decide what to do when there is none (see require_key)."""
+        if self.pseudonym_key:
+            return self.pseudonym_key.encode()
+        if self.dev:
+            # A fixed, public dev key: pseudonyms stay stable across demo runs and say loudly they are not secret.
+            return b"learnstream-dev-key-not-secret"
+        raise ConfigError(
+            "no pseudonym key: set LEARNSTREAM_PSEUDONYM_KEY (or pseudonym_key in the config file); "
+            "LEARNSTREAM_DEV=1 runs with a public development key"
+        )
+
+
+# Environment names that differ from LEARNSTREAM_<FIELD>.
+_ENV_ALIASES = {
+    "bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS",),
+    "auto_train": ("AUTO_TRAIN", "LEARNSTREAM_AUTO_TRAIN"),
+    "chat_threshold": ("TRAIN_THRESHOLD", "LEARNSTREAM_CHAT_THRESHOLD"),
+    "image_threshold": ("TRAIN_THRESHOLD", "LEARNSTREAM_IMAGE_THRESHOLD"),
+    "use_local_ai": ("USE_LOCAL_AI", "LEARNSTREAM_USE_LOCAL_AI"),
+}
+
+
+def _parse(name: str, kind: str, raw: object) -> object:
+    """Convert a TOML or environment value to the field's type (annotations are strings here)."""
+    text = str(raw).strip()
+    optional, kind = kind.endswith(" | None"), kind.removesuffix(" | None")
+    if optional and text == "":
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(text)
+    except ValueError:
+        raise ConfigError(f"setting {name}: cannot read {text!r} as {kind}") from None
+    return text
+
+
+def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from defaults, the TOML file, the environment, then explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    kinds = {f.name: f.type for f in fields(Settings)}
+    path = config_file or env.get("LEARNSTREAM_CONFIG")
+    if path:
+        try:
+            table = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, raw in table.items():
+            if key not in kinds:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _parse(key, kinds[key], raw)
+    for name, kind in kinds.items():
+        # Specific names win over generic ones: LEARNSTREAM_CHAT_THRESHOLD over TRAIN_THRESHOLD.
+        for env_name in (*_ENV_ALIASES.get(name, ()), f"LEARNSTREAM_{name.upper()}"):
+            if env_name in env:
+                values[name] = _parse(env_name, kind, env[env_name])
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.partitions < 1:
+        raise ConfigError("setting partitions: must be at least 1")
+    return settings
+
+
+__all__ = ["FAMILIES", "ConfigError", "Settings", "load_settings"]

@@ -1,0 +1,28 @@
+"""Prometheus metrics, all in one place so names and labels stay consistent (learnstream_ prefix, seconds,
+_total). Labels carry topics, families, reasons and backends, never a user, session or text."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONSUMED = Counter("learnstream_events_consumed_total", "Records consumed", ["topic", "group"])
+PRODUCED = Counter("learnstream_events_produced_total", "Records produced", ["topic"])
+DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["topic", "reason"])
+SKIPPED_NO_CONSENT = Counter("learnstream_consent_skipped_total", "Events without training consent", ["family"])
+SAMPLES_STORED = Counter("learnstream_samples_stored_total", "Anonymized samples written to the store", ["family"])
+ERASURES = Counter("learnstream_erasures_total", "Erasure requests applied", ["stage"])
+LAG_RECORDS = Gauge("learnstream_consumer_lag_records", "End offset minus next offset", ["topic", "partition", "group"])
+NAMES_NOT_REMOVED = Gauge(
+    "learnstream_anonymizer_names_disabled", "1 when no NER model is loaded: names are NOT being removed"
+)
+TRAINING_RUNS = Counter("learnstream_training_runs_total", "Training runs finished", ["family", "decision"])
+TRAINING_FAILURES = Counter("learnstream_training_failures_total", "Training runs that failed", ["family"])
+TRAINING_SECONDS = Histogram(
+    "learnstream_training_duration_seconds", "Training run duration", ["family"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)
+TRAINING_LOSS = Gauge("learnstream_training_last_loss", "Eval loss of the last run", ["family"])
+TRAINING_PROGRESS = Gauge("learnstream_training_progress_ratio", "Steps done / steps planned", ["family"])
+SERVED_VERSION = Gauge("learnstream_served_version", "Model version being served", ["family"])
+SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
+SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
+REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])
+SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Crisis messages answered by the safety backend", ["category"])

@@ -1,0 +1,185 @@
+"""The training store: a SQLite materialized view of the *.anon topics (rebuildable by `learnstream replay`).
+
+Every write is idempotent: samples on event_id, DLQ index rows on (topic, partition, offset), so a redelivered
+batch changes nothing. One transaction per batch; the caller commits Kafka offsets only after it returns.
+Row ids grow monotonically and are the trainer's watermark (the seed's "last_trained_id").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+_SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    family TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    owner TEXT NOT NULL,          -- pseudonymous user
+    grp TEXT NOT NULL,            -- pseudonymous session (chat) or image_id (image)
+    body BLOB NOT NULL            -- the anonymized sample as JSON
+);
+CREATE INDEX IF NOT EXISTS samples_family ON samples(family, id);
+CREATE INDEX IF NOT EXISTS samples_owner ON samples(owner);
+CREATE TABLE IF NOT EXISTS skipped (event_id TEXT PRIMARY KEY, family TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dlq (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    source_topic TEXT NOT NULL, reason TEXT NOT NULL, ts TEXT NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+);
+CREATE TABLE IF NOT EXISTS erasures (owner TEXT PRIMARY KEY, ts TEXT NOT NULL);
+-- Which stored sample ids an erasure removed: the registry marks versions trained on them.
+CREATE TABLE IF NOT EXISTS erased_samples (
+    id INTEGER PRIMARY KEY, family TEXT NOT NULL, erased_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Batch:
+    """What one consumer batch makes durable, written in one transaction."""
+
+    samples: list[dict[str, Any]] = field(default_factory=list)  # anonymized samples (chat/image .sample.v1)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, family, reason)
+    dlq: list[tuple[str, int, int, str, str, str]] = field(default_factory=list)  # topic, partition, offset, source, reason, ts
+    erasures: list[tuple[str, str]] = field(default_factory=list)  # (owner pseudonym, ts)
+
+
+def sample_family(sample: dict[str, Any]) -> str:
+    return sample["schema"].split(".", 1)[0]
+
+
+def _sample_row(sample: dict[str, Any]) -> tuple[str, str, str, str, str, bytes]:
+    family = sample_family(sample)
+    group = sample["session"] if family == "chat" else sample["image_id"]
+    return sample["event_id"], family, sample["ts"], sample["owner"], group, orjson.dumps(sample)
+
+
+class Store:
+    """Open with `await Store.open(path)` or `async with Store(path) as store`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    async def start(self) -> "Store":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, timeout=30)
+        await self._db.executescript(_SCHEMA)
+        await self._db.commit()
+        return self
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> "Store":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open: call start() or use `async with`")
+        return self._db
+
+    async def write(self, batch: Batch) -> None:
+        """Apply a batch atomically. Erasures win over samples of the same owner with an earlier or equal ts,
+        whichever order their topics' partitions delivered them in."""
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.executemany(
+                "INSERT OR IGNORE INTO erasures(owner, ts) VALUES (?, ?)", batch.erasures
+            )
+            await db.executemany(
+                "INSERT INTO samples(event_id, family, ts, owner, grp, body) SELECT ?, ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM erasures e WHERE e.owner = ?4 AND e.ts >= ?3) "
+                "ON CONFLICT(event_id) DO NOTHING",
+                [_sample_row(s) for s in batch.samples],
+            )
+            await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?, ?)", batch.skipped)
+            await db.executemany("INSERT OR IGNORE INTO dlq VALUES (?, ?, ?, ?, ?, ?)", batch.dlq)
+            for owner, ts in batch.erasures:
+                await self._erase(owner, ts)
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+
+    async def _erase(self, owner: str, ts: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO erased_samples(id, family, erased_at) "
+            "SELECT id, family, ? FROM samples WHERE owner = ? AND ts <= ?",
+            (ts, owner, ts),
+        )
+        await self.db.execute("DELETE FROM samples WHERE owner = ? AND ts <= ?", (owner, ts))
+
+    async def watermark(self, family: str) -> int:
+        """The highest stored sample id of a family (0 when none)."""
+        row = await (await self.db.execute("SELECT MAX(id) FROM samples WHERE family = ?", (family,))).fetchone()
+        return row[0] or 0
+
+    async def count(self, family: str, *, after: int = 0, up_to: int | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM samples WHERE family = ? AND id > ?", [family, after]
+        if up_to is not None:
+            sql, args = sql + " AND id <= ?", [*args, up_to]
+        row = await (await self.db.execute(sql, args)).fetchone()
+        return row[0]
+
+    async def samples(self, family: str, *, up_to: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+        """(id, sample) pairs in id order, up to a watermark."""
+        sql, args = "SELECT id, body FROM samples WHERE family = ?", [family]
+        if up_to is not None:
+            sql, args = sql + " AND id <= ?", [*args, up_to]
+        rows = await (await self.db.execute(sql + " ORDER BY id", args)).fetchall()
+        return [(row[0], orjson.loads(row[1])) for row in rows]
+
+    async def skipped_count(self, family: str) -> int:
+        row = await (await self.db.execute("SELECT COUNT(*) FROM skipped WHERE family = ?", (family,))).fetchone()
+        return row[0]
+
+    async def dlq_by_reason(self, family: str) -> dict[str, int]:
+        """DLQ entries of a family's topics (raw and anon) by reason."""
+        rows = await (
+            await self.db.execute(
+                "SELECT reason, COUNT(*) FROM dlq WHERE source_topic LIKE ? GROUP BY reason ORDER BY reason",
+                (f"%{family}.%",),
+            )
+        ).fetchall()
+        return {reason: n for reason, n in rows}
+
+    async def erased_samples(self, family: str) -> list[tuple[int, str]]:
+        """(sample id, erased_at) of erased samples: the registry marks versions trained on them."""
+        rows = await (
+            await self.db.execute("SELECT id, erased_at FROM erased_samples WHERE family = ? ORDER BY id", (family,))
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    async def content_hash(self) -> str:
+        """A digest of everything derived from the topics, independent of row ids and arrival order.
+        A store rebuilt by replay has the same hash as the live one."""
+        digest = hashlib.sha256()
+        queries = (
+            "SELECT event_id, body FROM samples ORDER BY event_id",
+            "SELECT event_id, family, reason FROM skipped ORDER BY event_id",
+            "SELECT owner, ts FROM erasures ORDER BY owner",
+        )
+        for sql in queries:
+            async with self.db.execute(sql) as cursor:
+                async for row in cursor:
+                    for column in row:
+                        digest.update(column if isinstance(column, bytes) else str(column).encode())
+                        digest.update(b"\x1f")
+            digest.update(b"\x00")
+        return digest.hexdigest()

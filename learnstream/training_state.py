@@ -1,0 +1,88 @@
+"""The trainer's durable state: per-family watermark (last_trained_id) and the seed's training_metrics.json."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from schemas import utc_now
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+class TrainerBusy(Exception):
+    """A trainer is already running on this data dir."""
+
+
+class TrainerState:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "trainer" / "state.json"
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Held by the one trainer of a data dir for its lifetime: a manual `learnstream train` that finds it
+        taken hands its request to that trainer instead of writing the registry beside it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / ".running.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise TrainerBusy("a trainer is running on this data dir") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load(self) -> dict[str, Any]:
+        """{family: {"last_trained_id", "runs", "last_run"}}"""
+        return _read_json(self.path, {})
+
+    def last_trained_id(self, family: str) -> int:
+        return self.load().get(family, {}).get("last_trained_id", 0)
+
+    def record_run(self, result: dict[str, Any], *, registry_dir: Path) -> None:
+        """Advance the watermark (whatever the decision) and append the run to training_metrics.json."""
+        family = result["family"]
+        state = self.load()
+        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
+        entry["last_trained_id"] = max(entry["last_trained_id"], result["watermark"])
+        entry["runs"] += 1
+        entry["last_run"] = utc_now()
+        _write_json(self.path, state)
+        metrics_path = Path(registry_dir) / "training_metrics.json"
+        history = _read_json(metrics_path, {"runs": []})
+        history["runs"].append({
+            "family": family,
+            "version": result["version"],
+            "decision": result["decision"],
+            "samples": result["samples"],
+            "loss": result["metrics"].get("eval_loss", result["metrics"].get("train_loss")),
+            "time_s": result["metrics"].get("duration_s"),
+            "model_path": result["path"],
+            "finished_at": entry["last_run"],
+        })
+        history["total_runs"] = len(history["runs"])
+        _write_json(metrics_path, history)
+
+
+def training_metrics(registry_dir: Path) -> dict[str, Any]:
+    """The seed's training_metrics.json: every run with samples, loss, time and model path."""
+    return _read_json(Path(registry_dir) / "training_metrics.json", {"runs": [], "total_runs": 0})

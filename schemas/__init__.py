@@ -1,0 +1,30 @@
+"""Event schemas and validation: the one place that says what a valid event is."""
+
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
+from schemas.validation import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode, parse, validate
+
+
+def utc_now() -> str:
+    """The `ts` of a new event."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event_id() -> str:
+    return uuid4().hex
+
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "FieldRule",
+    "InvalidEvent",
+    "RAW_TOPIC_SCHEMAS",
+    "SCHEMAS",
+    "decode",
+    "new_event_id",
+    "parse",
+    "utc_now",
+    "validate",
+]

@@ -1,0 +1,105 @@
+"""The event schemas as data: which fields, which types, which are required (see DESIGN.md, "Events")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_KINDS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldRule:
+    kind: str  # a key of _KINDS
+    required: bool = False
+    choices: tuple[Any, ...] | None = None
+    non_empty: bool = False  # strings and arrays
+    length: int | None = None  # exact array length (a face box is [x, y, w, h])
+    fields: dict[str, "FieldRule"] | None = None  # rules for an object's known fields
+    items: "FieldRule | None" = None  # rule for every array item
+    timestamp: bool = False  # an ISO-8601 string with a UTC offset
+
+    def accepts(self, value: Any) -> bool:
+        # bool is an int in Python; a JSON true is never a valid number or integer here.
+        if isinstance(value, bool) and self.kind != "boolean":
+            return False
+        return isinstance(value, _KINDS[self.kind])
+
+    def describe(self) -> str:
+        if self.items is not None:
+            return f"an array of {self.items.kind}s"
+        return {"integer": "an integer", "object": "an object", "array": "an array"}.get(self.kind, f"a {self.kind}")
+
+
+def _req(kind: str, **kw: Any) -> FieldRule:
+    return FieldRule(kind=kind, required=True, **kw)
+
+
+def _opt(kind: str, **kw: Any) -> FieldRule:
+    return FieldRule(kind=kind, **kw)
+
+
+_ENVELOPE = {
+    "event_id": _req("string", non_empty=True),
+    "ts": _req("string", non_empty=True, timestamp=True),
+}
+_ID = _req("string", non_empty=True)
+_VECTOR = FieldRule(kind="array", items=_opt("number"), non_empty=True)
+
+CHAT_V1 = {
+    **_ENVELOPE,
+    "user_id": _ID,
+    "session_id": _ID,
+    "role": _req("string", choices=("patient", "therapist", "assistant")),
+    "text": _req("string"),
+    "consent": _req("object", fields={"training": _opt("boolean")}),
+    "mood": _opt("object", fields={"score": _opt("number"), "label": _opt("string")}),
+    "assessment": _opt("object", fields={"phq9": _opt("integer"), "gad7": _opt("integer")}),
+}
+
+IMAGE_V1 = {
+    **_ENVELOPE,
+    "user_id": _ID,
+    "image_id": _ID,
+    "caption": _opt("string"),
+    "tags": _opt("array", items=_opt("string")),
+    "category": _opt("string"),
+    "embedding": _VECTOR,
+    "faces": _opt(
+        "array",
+        items=_opt("object", fields={"embedding": _VECTOR, "box": _opt("array", items=_opt("number"), length=4)}),
+    ),
+    "exif": _opt("object"),
+    "consent": _req("object", fields={"training": _opt("boolean"), "faces": _opt("boolean")}),
+}
+
+ERASURE_V1 = {**_ENVELOPE, "user_id": _ID}
+
+MODEL_UPDATED_V1 = {
+    **_ENVELOPE,
+    "family": _req("string", choices=("chat", "image")),
+    "version": _req("integer"),
+    "decision": _req("string", choices=("promoted", "rejected")),
+    "reason": _opt("string"),
+    "path": _req("string", non_empty=True),
+    "manifest_sha256": _req("string", non_empty=True),
+    "metrics": _opt("object"),
+    "parent_version": _opt("integer"),
+}
+
+SCHEMAS: dict[str, dict[str, FieldRule]] = {
+    "chat.v1": CHAT_V1,
+    "image.v1": IMAGE_V1,
+    "erasure.v1": ERASURE_V1,
+    "model.updated.v1": MODEL_UPDATED_V1,
+}
+
+# The schemas each raw topic accepts; anything else on that topic goes to its DLQ.
+RAW_TOPIC_SCHEMAS = {"chat": ("chat.v1",), "image": ("image.v1",), "erasure": ("erasure.v1",)}

@@ -1,0 +1,120 @@
+"""Decode and validate event bytes. Every rejection names its machine-readable reason, the field and the rule.
+
+This package depends on nothing else of learnstream's, so apps can vendor it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from schemas.types import FieldRule, SCHEMAS
+
+DEFAULT_MAX_EVENT_BYTES = 512 * 1024
+MAX_DEPTH = 8
+
+
+@dataclass
+class InvalidEvent(Exception):
+    """reason is machine-readable (dlq_by_reason); field and rule say what to fix."""
+
+    reason: str
+    field: str | None = None
+    rule: str | None = None
+
+    def __str__(self) -> str:
+        where = f" at {self.field}" if self.field else ""
+        return f"{self.reason}{where}: {self.rule}" if self.rule else f"{self.reason}{where}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"reason": self.reason, "field": self.field, "rule": self.rule}
+
+
+def decode(raw: bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict[str, Any]:
+    """Bytes to a JSON object, or InvalidEvent (oversize, invalid_utf8, invalid_json, not_an_object, too_deep)."""
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", None, f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_utf8", None, f"byte {exc.start} is not UTF-8") from None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson also refuses nesting deeper than 1024; that is too deep for us as well.
+        reason = "too_deep" if "depth" in str(exc).lower() else "invalid_json"
+        raise InvalidEvent(reason, None, str(exc).split(":")[0]) from None
+    if not isinstance(value, dict):
+        raise InvalidEvent("not_an_object", None, "an event is a JSON object")
+    if _depth(value) > MAX_DEPTH:
+        raise InvalidEvent("too_deep", None, f"nesting deeper than {MAX_DEPTH}")
+    return value
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+def validate(event: dict[str, Any], *, expected: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Check an event against its schema; returns it unchanged or raises InvalidEvent.
+
+    expected limits the schemas a topic accepts (chat.raw takes only chat.v1).
+    """
+    schema = event.get("schema")
+    if not isinstance(schema, str):
+        raise InvalidEvent("missing_field" if schema is None else "wrong_type", "schema", "a string such as 'chat.v1'")
+    if schema not in SCHEMAS or (expected is not None and schema not in expected):
+        allowed = ", ".join(expected or SCHEMAS)
+        raise InvalidEvent("unknown_schema", "schema", f"{schema[:40]!r} is not one of: {allowed}")
+    _check_object(event, SCHEMAS[schema], prefix="")
+    return event
+
+
+def parse(raw: bytes, *, expected: tuple[str, ...] | None = None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict:
+    return validate(decode(raw, max_bytes=max_bytes), expected=expected)
+
+
+def _is_utc_timestamp(text: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return parsed.utcoffset() == timedelta(0)
+
+
+def _check_object(obj: dict[str, Any], rules: dict[str, FieldRule], prefix: str) -> None:
+    for name, rule in rules.items():
+        path = f"{prefix}{name}"
+        if name not in obj or obj[name] is None:
+            if rule.required:
+                reason = "missing_consent" if name == "consent" and not prefix else "missing_field"
+                raise InvalidEvent(reason, path, "required")
+            continue
+        _check_value(obj[name], rule, path)
+
+
+def _check_value(value: Any, rule: FieldRule, path: str) -> None:
+    if not rule.accepts(value):
+        raise InvalidEvent("wrong_type", path, f"must be {rule.describe()}")
+    if rule.choices is not None and value not in rule.choices:
+        raise InvalidEvent("invalid_value", path, f"must be one of {', '.join(map(str, rule.choices))}")
+    if rule.non_empty and len(value) == 0:
+        raise InvalidEvent("invalid_value", path, "must not be empty")
+    if rule.timestamp and not _is_utc_timestamp(value):
+        raise InvalidEvent("invalid_value", path, "must be an ISO-8601 UTC time such as 2026-01-18T14:30:00Z")
+    if rule.length is not None and len(value) != rule.length:
+        raise InvalidEvent("invalid_value", path, f"must have exactly {rule.length} items")
+    if rule.fields is not None:
+        _check_object(value, rule.fields, prefix=f"{path}.")
+    if rule.items is not None:
+        for index, item in enumerate(value):
+            _check_value(item, rule.items, f"{path}[{index}]")
