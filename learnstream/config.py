@@ -64,7 +64,20 @@ class Settings:
     promotion_tolerance: float = 0.02
     # Serving.
     http_port: int = 8000
+    # USE_LOCAL_AI=1 answers with the local model, 0 with the remote API (the seed's default was remote).
     use_local_ai: bool = True
+    # "local", "remote" or "hybrid" (local for routine messages, remote for complex or unsure ones);
+    # None follows USE_LOCAL_AI. Fallback to the other backend on error or timeout either way.
+    chat_mode: str | None = None
+    # A/B test: the treatment arm's mode and the share of users in it (0 = no test).
+    ab_mode: str | None = None
+    ab_share: float = 0.0
+    # An OpenAI-compatible chat-completions API (Groq, say); unset = no remote backend.
+    remote_url: str | None = None
+    remote_api_key: str | None = None
+    remote_model: str = "llama-3.1-8b-instant"
+    remote_timeout_s: float = 20.0
+    # Bearer tokens by role: "clinician:tok1,app:tok2,admin:tok3". Empty: app endpoints open, others 403.
     api_tokens: str = ""
     # Kafka client security, passed through to every client (PLAINTEXT, SSL, SASL_SSL, SASL_PLAINTEXT).
     security_protocol: str = "PLAINTEXT"

@@ -76,20 +76,27 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of existing topics (names without prefix); missing topics have none."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([prefixed(settings, t) for t in topics])
+    finally:
+        await admin.close()
+    return [TopicPartition(d["topic"], p["partition"]) for d in described if d["error_code"] == 0
+            for p in sorted(d["partitions"], key=lambda p: p["partition"])]
+
+
 async def read_to_end(settings: Settings, topics: list[str]) -> AsyncIterator[ConsumerRecord]:
     """Every record of the topics (names without prefix) from the beginning up to their end offsets at the
     start of the call, partition by partition in offset order. No consumer group: nothing is committed."""
+    partitions = await topic_partitions(settings, topics)
+    if not partitions:
+        return
     reader = consumer(settings, group_id=None)
     await reader.start()
     try:
-        await reader.topics()  # fetches metadata so partitions_for_topic knows the topics
-        partitions = [
-            TopicPartition(prefixed(settings, t), p)
-            for t in topics
-            for p in sorted(reader.partitions_for_topic(prefixed(settings, t)) or ())
-        ]
-        if not partitions:
-            return
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
         ends = await reader.end_offsets(partitions)

@@ -1,0 +1,82 @@
+"""The anonymizer role: chat.raw / image.raw / erasure.requests -> *.anon (or the source topic's DLQ).
+
+Outputs are sent with an idempotent acks=all producer and awaited before the batch's offsets are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from consumers import dlq
+from consumers.privacy import Anonymizer, Outcome
+from consumers.stage import ConsumerStage
+from learnstream import kafka, topics
+from learnstream.config import FAMILIES, Settings
+from learnstream.metrics import DLQ, PRODUCED, SKIPPED_NO_CONSENT
+
+log = logging.getLogger(__name__)
+
+_KIND_BY_TOPIC = {topics.raw("chat"): "chat", topics.raw("image"): "image", topics.ERASURE_REQUESTS: "erasure"}
+
+
+class AnonymizerService(ConsumerStage):
+    source_topics = tuple(_KIND_BY_TOPIC)
+    group_id = "anonymizer"
+
+    def __init__(self, settings: Settings, *, anonymizer: Anonymizer | None = None) -> None:
+        super().__init__(settings)
+        self.anonymizer = anonymizer or Anonymizer(
+            key=settings.key_bytes(),
+            ner_model=settings.ner_model,
+            max_event_bytes=settings.max_event_bytes,
+            embedding_dim=settings.embedding_dim,
+        )
+        self._producer = kafka.producer(settings)
+        self._prefix = settings.topic_prefix
+
+    async def start(self) -> None:
+        if not self.anonymizer.names_enabled:
+            log.warning("anonymizer: NO NER MODEL LOADED: names, places and organisations are NOT being removed")
+        await self._producer.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._producer.stop()
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        by_kind: dict[str, list[ConsumerRecord]] = {}
+        for record in records:
+            by_kind.setdefault(_KIND_BY_TOPIC[record.topic.removeprefix(self._prefix)], []).append(record)
+        sends = []
+        for kind, group in by_kind.items():
+            # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
+            outcomes = await asyncio.to_thread(self.anonymizer.process, kind, [r.value or b"" for r in group])
+            for record, outcome in zip(group, outcomes):
+                sends.extend(await self._route(kind, record, outcome))
+        await asyncio.gather(*sends)
+
+    async def _route(self, kind: str, record: ConsumerRecord, outcome: Outcome) -> list[asyncio.Future]:
+        if outcome.kind == "invalid":
+            source = record.topic.removeprefix(self._prefix)
+            DLQ.labels(topic=source, reason=outcome.error.reason).inc()
+            log.info("%s offset %d -> DLQ: %s", source, record.offset, outcome.error)
+            return [await self._send(topics.dlq(source), dlq.entry(record, outcome.error, source_topic=source),
+                                     key=record.key)]
+        if outcome.kind == "erasure":
+            owner = outcome.record["owner"]
+            # The ledger entry goes to every family's dataset of record, so the store and replay of each honour it.
+            return [await self._send(topics.anon(f), outcome.record, key=owner.encode()) for f in FAMILIES]
+        if outcome.kind == "skip":
+            SKIPPED_NO_CONSENT.labels(family=kind).inc()
+        sample = outcome.record
+        key = sample.get("session") or sample.get("image_id") or sample["event_id"]
+        return [await self._send(topics.anon(kind), sample, key=key.encode())]
+
+    async def _send(self, topic: str, value: dict, *, key: bytes | None) -> asyncio.Future:
+        PRODUCED.labels(topic=topic).inc()
+        return await self._producer.send(f"{self._prefix}{topic}", orjson.dumps(value), key=key)

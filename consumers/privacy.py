@@ -1,0 +1,114 @@
+"""Raw event bytes -> what may go onward: an anonymized sample, a consent skip, an erasure ledger entry, or a
+reason for the DLQ. The anonymizer consumer and `learnstream anonymize` call this same code.
+
+Only fields the anonymizer knows are written onward; unknown extra fields stay on the raw topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.image_anon import anonymize_image_event
+from consumers.pii import TextAnonymizer
+from learnstream.metrics import NAMES_NOT_REMOVED
+from learnstream.pseudonym import pseudonym
+from schemas import RAW_TOPIC_SCHEMAS, InvalidEvent, decode, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """kind: "sample" | "skip" | "erasure" | "invalid". record is what goes onward (None when invalid)."""
+
+    kind: str
+    record: dict[str, Any] | None = None
+    error: InvalidEvent | None = None
+
+
+class Anonymizer:
+    def __init__(self, *, key: bytes, ner_model: str | None, max_event_bytes: int,
+                 embedding_dim: int | None = None) -> None:
+        self._key = key
+        self.max_event_bytes = max_event_bytes
+        self.text = TextAnonymizer(key=key, ner_model=ner_model or None)
+        NAMES_NOT_REMOVED.set(0 if self.text.names_enabled else 1)
+        # Fixed per deployment: configured, else taken from the first image event this process sees.
+        self._embedding_dim = embedding_dim
+
+    @property
+    def names_enabled(self) -> bool:
+        return self.text.names_enabled
+
+    def pseudonym(self, kind: str, value: str) -> str:
+        return pseudonym(self._key, kind, value)
+
+    def process(self, family: str, raws: list[bytes]) -> list[Outcome]:
+        """One outcome per input, same order. family: "chat", "image" or "erasure" (the raw topic's kind).
+        Text of the whole batch goes through NER in one batch."""
+        outcomes: list[Outcome] = []
+        texts: list[tuple[str, str]] = []
+        for raw in raws:
+            try:
+                event = validate(decode(raw, max_bytes=self.max_event_bytes), expected=RAW_TOPIC_SCHEMAS[family])
+                self._check_embedding(event)
+            except InvalidEvent as error:
+                outcomes.append(Outcome("invalid", error=error))
+                continue
+            if family == "erasure":
+                outcomes.append(Outcome("erasure", self._ledger_entry(event)))
+            elif not event["consent"].get("training", False):
+                outcomes.append(Outcome("skip", {"schema": "skip.v1", "event_id": event["event_id"],
+                                                 "ts": event["ts"], "family": family, "reason": "no_consent"}))
+            elif family == "chat":
+                session = self.pseudonym("session", event["session_id"])
+                texts.append((event["text"], session))
+                outcomes.append(Outcome("sample", self._chat_sample(event, session)))
+            else:
+                outcomes.append(Outcome("sample", anonymize_image_event(
+                    event, anonymize_text=self.text.anonymize, pseudonymize=lambda u: self.pseudonym("user", u))))
+        self._fill_texts(outcomes, texts)
+        return outcomes
+
+    def _fill_texts(self, outcomes: list[Outcome], texts: list[tuple[str, str]]) -> None:
+        """Chat text is anonymized for the whole batch at once (NER is much faster batched)."""
+        if not texts:
+            return
+        anonymized = iter(self.text.anonymize_batch(texts))
+        for outcome in outcomes:
+            if outcome.kind == "sample" and outcome.record["schema"] == "chat.sample.v1":
+                outcome.record["text"] = next(anonymized)
+
+    def _chat_sample(self, event: dict[str, Any], session: str) -> dict[str, Any]:
+        sample = {
+            "schema": "chat.sample.v1",
+            "event_id": event["event_id"],
+            "ts": event["ts"],
+            "owner": self.pseudonym("user", event["user_id"]),
+            "session": session,
+            "role": event["role"],
+            "text": None,  # set by _fill_texts
+        }
+        # Mood and assessment scores are what the model learns context from; their free-text label is not
+        # copied (it is typed by the patient).
+        if "mood" in event and event["mood"].get("score") is not None:
+            sample["mood"] = {"score": event["mood"]["score"]}
+        if "assessment" in event:
+            sample["assessment"] = {k: v for k, v in event["assessment"].items() if k in ("phq9", "gad7")}
+        return sample
+
+    def _ledger_entry(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {"schema": "erasure.ledger.v1", "event_id": event["event_id"], "ts": event["ts"],
+                "owner": self.pseudonym("user", event["user_id"])}
+
+    def _check_embedding(self, event: dict[str, Any]) -> None:
+        """Image and face embeddings must all have the deployment's dimension."""
+        embedding = event.get("embedding")
+        if embedding is None:
+            return
+        if self._embedding_dim is None:
+            self._embedding_dim = len(embedding)
+        if len(embedding) != self._embedding_dim:
+            raise InvalidEvent("invalid_value", "embedding", f"must have {self._embedding_dim} numbers")

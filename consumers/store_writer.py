@@ -1,0 +1,113 @@
+"""The store writer role: *.anon (and every DLQ, indexed for the status) -> SQLite, then samples.stored.
+
+Offsets are committed only after the SQLite commit; writes are idempotent on event_id, so a redelivered batch
+stores nothing twice. After each commit the new watermark is announced on samples.stored, so the trainer never
+trains on anything that is not durable.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiokafka import ConsumerRecord
+
+from consumers import dlq
+from consumers.stage import ConsumerStage
+from learnstream import kafka, topics
+from learnstream.config import FAMILIES, Settings
+from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
+from learnstream.store import Batch, Store, sample_family
+from schemas import InvalidEvent, utc_now
+
+log = logging.getLogger(__name__)
+
+_SAMPLE_SCHEMAS = {"chat.sample.v1", "image.sample.v1"}
+DLQ_TOPICS = tuple(topics.dlq(t) for f in FAMILIES for t in (topics.raw(f), topics.anon(f))) + (
+    topics.dlq(topics.ERASURE_REQUESTS),
+)
+
+
+def add_anon_record(batch: Batch, value: dict) -> None:
+    """Sort one *.anon record into the batch (shared with replay). Raises InvalidEvent for anything else."""
+    schema = value.get("schema") if isinstance(value, dict) else None
+    if schema in _SAMPLE_SCHEMAS:
+        group = "session" if schema.startswith("chat.") else "image_id"
+        for name in ("event_id", "ts", "owner", group):
+            if not isinstance(value.get(name), str):
+                raise InvalidEvent("missing_field", name, "required in an anonymized sample")
+        batch.samples.append(value)
+    elif schema == "skip.v1":
+        batch.skipped.append((value["event_id"], value["family"], value["reason"]))
+    elif schema == "erasure.ledger.v1":
+        batch.erasures.append((value["owner"], value["ts"]))
+    else:
+        raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")
+
+
+class StoreWriterService(ConsumerStage):
+    source_topics = tuple(topics.anon(f) for f in FAMILIES) + DLQ_TOPICS
+    group_id = "store-writer"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.store = Store(settings.store_path)
+        self._producer = kafka.producer(settings)
+        self._prefix = settings.topic_prefix
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self._producer.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self._producer.stop()
+        await self.store.stop()
+
+    async def handle(self, records: list[ConsumerRecord]) -> None:
+        batch, bad = Batch(), []
+        for record in records:
+            topic = record.topic.removeprefix(self._prefix)
+            try:
+                value = orjson.loads(record.value or b"")
+                if topic.endswith(".dlq"):
+                    batch.dlq.append((topic, record.partition, record.offset, value["source"]["topic"],
+                                      value["reason"], value["ts"]))
+                else:
+                    add_anon_record(batch, value)
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                bad.append((record, InvalidEvent("invalid_record", None, type(exc).__name__)))
+            except InvalidEvent as error:
+                bad.append((record, error))
+        for record, error in bad:
+            await self._dead_letter(record, error, batch)
+        await self.store.write(batch)
+        for family in {sample_family(s) for s in batch.samples}:
+            SAMPLES_STORED.labels(family=family).inc(sum(1 for s in batch.samples if sample_family(s) == family))
+        for family in FAMILIES if batch.erasures else {sample_family(s) for s in batch.samples}:
+            await self._announce(family)
+
+    async def _dead_letter(self, record: ConsumerRecord, error: InvalidEvent, batch: Batch) -> None:
+        source = record.topic.removeprefix(self._prefix)
+        if source.endswith(".dlq"):
+            # A malformed DLQ entry cannot go to a DLQ of a DLQ forever: log it (no payload) and move on.
+            log.error("unreadable DLQ entry at %s offset %d: %s", source, record.offset, error)
+            return
+        DLQ.labels(topic=source, reason=error.reason).inc()
+        entry = dlq.entry(record, error, source_topic=source)
+        meta = await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry),
+                                                  key=record.key)
+        batch.dlq.append((topics.dlq(source), meta.partition, meta.offset, source, error.reason, entry["ts"]))
+
+    async def _announce(self, family: str) -> None:
+        event = {
+            "schema": "samples.stored.v1",
+            "family": family,
+            "watermark": await self.store.watermark(family),
+            "samples": await self.store.count(family),
+            "ts": utc_now(),
+        }
+        await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_STORED}", orjson.dumps(event),
+                                           key=family.encode())
+        PRODUCED.labels(topic=topics.SAMPLES_STORED).inc()
