@@ -1,0 +1,193 @@
+"""One training run, from stored samples to a registry version with its decision.
+
+Runs in a child process of the trainer (`python -m trainer.run`), so serving and the consumers never wait on
+training, and a crash mid-run leaves only a staging folder that the registry never shows. The parent publishes
+model.updated from the JSON result this prints as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from learnstream.config import Settings
+from learnstream.registry import Registry, Version
+from learnstream.store import Store
+from schemas import utc_now
+from trainer.datasets import chat_dialogues, image_samples
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def ensure_base(settings: Settings, registry: Registry, family: str) -> Version | None:
+    """Create version 0 (the base model) when the family has none. Returns it when created."""
+    with registry.writer_lock():
+        if registry.numbers(family):
+            return None
+        return _create_base(settings, registry, family)
+
+
+def _create_base(settings: Settings, registry: Registry, family: str) -> Version:
+    with registry.staging(family) as staged:
+        if family == "chat":
+            from trainer.base_model import build_embedded_base, load_causal_lm
+
+            if settings.base_model:
+                model, tokenizer = load_causal_lm(settings.base_model)
+                model.save_pretrained(staged)
+                tokenizer.save_pretrained(staged)
+            else:
+                build_embedded_base(staged)
+        manifest = {
+            "base_model": settings.base_model or ("embedded-gpt2" if family == "chat" else "empty"),
+            "parent_version": None,
+            "samples": 0,
+            "watermark": 0,
+            "from_scratch": True,
+            "decision": "promoted",
+            "reason": "base model",
+            "metrics": {},
+            "hyperparameters": {},
+            "created_at": utc_now(),
+        }
+        version = registry.commit(family, staged, manifest)
+    registry.set_served(family, 0)
+    registry.record_decision(family, {"ts": utc_now(), "version": 0, "decision": "promoted", "reason": "base model"})
+    return version
+
+
+def _gate(family: str, metrics: dict[str, Any], tolerance: float) -> tuple[str, str]:
+    """Promote unless the new version is worse than its parent on the same held-out data beyond the tolerance."""
+    if family == "chat":
+        new, old = metrics.get("eval_loss"), metrics.get("eval_loss_parent")
+        if new is None or old is None:
+            return "promoted", "no held-out comparison available"
+        if new <= old * (1 + tolerance):
+            return "promoted", f"held-out loss {new:.4f} vs parent {old:.4f}"
+        return "rejected", f"held-out loss {new:.4f} worse than parent {old:.4f} beyond {tolerance:.0%}"
+    new, old = metrics.get("tag_f1"), metrics.get("tag_f1_parent")
+    if new is None or old is None:
+        return "promoted", "no held-out comparison available"
+    if new >= old * (1 - tolerance):
+        return "promoted", f"held-out tag F1 {new:.3f} vs parent {old:.3f}"
+    return "rejected", f"held-out tag F1 {new:.3f} worse than parent {old:.3f} beyond {tolerance:.0%}"
+
+
+async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tuple[int, dict[str, Any]]]:
+    async with Store(settings.store_path) as store:
+        return await store.samples(family, up_to=up_to)
+
+
+def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
+            progress: Progress | None = None) -> dict[str, Any]:
+    """Train on samples (after, up_to] (plus replay) from the served version, or on all of them from version 0."""
+    registry = Registry(settings.registry_dir)
+    ensure_base(settings, registry, family)
+    parent_number = 0 if from_scratch else (registry.served(family) or 0)
+    parent = registry.verify(family, parent_number)
+    samples = asyncio.run(_load_samples(settings, family, up_to))
+    started = time.monotonic()
+    with registry.staging(family) as staged:
+        if family == "chat":
+            metrics, hparams, count = _train_chat(settings, parent, samples, after=0 if from_scratch else after,
+                                                  out_dir=staged, progress=progress)
+        else:
+            metrics, hparams, count = _train_image(settings, parent, samples, after=0 if from_scratch else after,
+                                                   out_dir=staged, progress=progress)
+        decision, reason = _gate(family, metrics, settings.promotion_tolerance)
+        manifest = {
+            "base_model": parent.manifest.get("base_model"),
+            "parent_version": parent_number,
+            "samples": count,
+            "watermark": up_to,
+            "previous_watermark": 0 if from_scratch else after,
+            "from_scratch": from_scratch,
+            "hyperparameters": hparams,
+            "metrics": {**metrics, "duration_s": round(time.monotonic() - started, 3)},
+            "decision": decision,
+            "reason": reason,
+            "created_at": utc_now(),
+        }
+        with registry.writer_lock():
+            version = registry.commit(family, staged, manifest)
+    return {
+        "family": family,
+        "version": version.number,
+        "decision": decision,
+        "reason": reason,
+        "path": f"{family}/{version.number}",
+        "manifest_sha256": version.manifest_sha256,
+        "metrics": version.manifest["metrics"],
+        "parent_version": parent_number,
+        "watermark": up_to,
+        "samples": count,
+    }
+
+
+def _train_chat(settings: Settings, parent: Version, samples, *, after: int, out_dir: Path, progress):
+    from trainer.chat_training import ChatHParams, train_chat
+
+    new, replay_pool = chat_dialogues(samples, after=after)
+    hparams = ChatHParams(
+        learning_rate=settings.chat_learning_rate,
+        batch_size=settings.chat_batch_size,
+        epochs=settings.chat_epochs,
+        replay_share=settings.chat_replay_share,
+    )
+    metrics = train_chat(parent_dir=parent.path, out_dir=out_dir, new=new, replay_pool=replay_pool,
+                         hparams=hparams, progress=progress)
+    return metrics, dataclasses.asdict(hparams), sum(len(d) for d in new)
+
+
+def _train_image(settings: Settings, parent: Version, samples, *, after: int, out_dir: Path, progress):
+    from trainer.image_training import ImageHParams, train_image
+
+    records, new_ids = image_samples(samples, after=after)
+    hparams = ImageHParams()
+    metrics = train_image(parent_dir=parent.path if parent.number > 0 else None, out_dir=out_dir,
+                          samples=records, new_ids=new_ids if after else None, hparams=hparams, progress=progress)
+    return metrics, dataclasses.asdict(hparams), len(new_ids)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.run")
+    parser.add_argument("--settings", required=True, help="Settings as JSON (the parent's exact settings)")
+    parser.add_argument("--family", required=True, choices=("chat", "image"))
+    parser.add_argument("--after", type=int, required=True)
+    parser.add_argument("--up-to", type=int, required=True)
+    parser.add_argument("--from-scratch", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s trainer.run %(message)s")
+    settings = settings_from_json(args.settings)
+
+    def report(step: dict[str, Any]) -> None:
+        # Progress lines on stdout let the parent update its metrics while the run goes on.
+        print(json.dumps({"progress": step}), flush=True)
+
+    result = execute(settings, args.family, after=args.after, up_to=args.up_to, from_scratch=args.from_scratch,
+                     progress=report)
+    print(json.dumps({"result": result}), flush=True)
+    return 0
+
+
+def settings_to_json(settings: Settings) -> str:
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()})
+
+
+def settings_from_json(text: str) -> Settings:
+    values = json.loads(text)
+    values["data_dir"] = Path(values["data_dir"])
+    return Settings(**values)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

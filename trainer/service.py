@@ -1,0 +1,202 @@
+"""The trainer role: counts what is durable in the store and trains a family when it crosses its threshold.
+
+It reads samples.stored (the store writer's watermarks) and training.requests (manual runs), holds the
+registry's writer lock for its lifetime (one writer per registry), and runs each training in a child process
+(trainer.run) so nothing else waits. Per run, strictly in this order: the version is in the registry with its
+decision -> the served pointer moves (if promoted) -> model.updated is published -> the watermark
+(last_trained_id) advances. A crash anywhere before the last step retrains the same samples; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.errors import ConsumerStoppedError
+from aiokafka import AIOKafkaProducer
+
+from learnstream import kafka, topics
+from learnstream.config import FAMILIES, Settings
+from learnstream.metrics import (SERVED_VERSION, TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
+                                 TRAINING_RUNS, TRAINING_SECONDS)
+from learnstream.registry import Registry, model_updated_event
+from learnstream.store import Store
+from schemas import utc_now
+from trainer.run import ensure_base, settings_to_json
+from learnstream.training_state import TrainerState
+
+log = logging.getLogger(__name__)
+
+
+async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, event: dict[str, Any]) -> None:
+    await producer.send_and_wait(topics.prefixed(settings, topics.MODEL_UPDATED), orjson.dumps(event),
+                                 key=event["family"].encode())
+
+
+async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dict[str, Any]) -> None:
+    """Serve (if promoted), announce, then advance the watermark: the order that loses nothing."""
+    registry = Registry(settings.registry_dir)
+    family, number = result["family"], result["version"]
+    version = registry.get(family, number)
+    with registry.writer_lock():
+        if result["decision"] == "promoted":
+            registry.set_served(family, number)
+        registry.record_decision(family, {"ts": utc_now(), "version": number, "decision": result["decision"],
+                                          "reason": result["reason"]})
+    await publish_model_updated(producer, settings, model_updated_event(
+        version, decision=result["decision"], reason=result["reason"]))
+    TrainerState(settings.data_dir).record_run(result, registry_dir=settings.registry_dir)
+    with registry.writer_lock():
+        registry.prune(family, keep=settings.keep_versions)
+    if result["decision"] == "promoted":
+        SERVED_VERSION.labels(family=family).set(number)
+    TRAINING_RUNS.labels(family=family, decision=result["decision"]).inc()
+    loss = result["metrics"].get("eval_loss")
+    if loss is not None:
+        TRAINING_LOSS.labels(family=family).set(loss)
+    TRAINING_SECONDS.labels(family=family).observe(result["metrics"].get("duration_s", 0))
+
+
+async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
+                    on_progress=None) -> dict[str, Any]:
+    """Run trainer.run in a child process; returns its result or raises RuntimeError with its stderr tail."""
+    args = [sys.executable, "-m", "trainer.run", "--settings", settings_to_json(settings), "--family", family,
+            "--after", str(after), "--up-to", str(up_to)] + (["--from-scratch"] if from_scratch else [])
+    child = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    stderr_task = asyncio.create_task(child.stderr.read())
+    result = None
+    try:
+        async for line in child.stdout:
+            message = json.loads(line) if line.startswith(b"{") else {}
+            if "progress" in message and on_progress is not None:
+                on_progress(message["progress"])
+            result = message.get("result", result)
+        code = await child.wait()
+    except asyncio.CancelledError:
+        child.kill()
+        await child.wait()
+        raise
+    stderr = (await stderr_task).decode(errors="replace")
+    if code != 0 or result is None:
+        raise RuntimeError(f"training child exited with {code}: {stderr[-2000:]}")
+    return result
+
+
+class TrainerService:
+    """start()/stop() or `async with`; run() until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = Registry(settings.registry_dir)
+        self.state = TrainerState(settings.data_dir)
+        self.store = Store(settings.store_path)
+        self._producer = kafka.producer(settings)
+        self._consumer = kafka.consumer(settings, topics.SAMPLES_STORED, topics.TRAINING_REQUESTS, group_id="trainer")
+        self._lock = contextlib.ExitStack()
+        self._runs: dict[str, asyncio.Task] = {}
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._lock.enter_context(self.state.running())
+        await self.store.start()
+        await self._producer.start()
+        for family in FAMILIES:
+            base = await asyncio.to_thread(ensure_base, self.settings, self.registry, family)  # takes the lock
+            if base is not None:
+                log.info("%s: base model ready as version 0", family)
+                await publish_model_updated(self._producer, self.settings,
+                                            model_updated_event(base, decision="promoted", reason="base model"))
+            SERVED_VERSION.labels(family=family).set(self.registry.served(family) or 0)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._runs.values():
+            task.cancel()
+        await asyncio.gather(*self._runs.values(), return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+        await self.store.stop()
+        self._lock.close()
+
+    async def __aenter__(self) -> "TrainerService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        for family in FAMILIES:  # samples may have arrived while no trainer was running
+            await self._maybe_train(family)
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except ConsumerStoppedError:
+                return  # stop() was called while waiting for records
+            for records in batch.values():
+                for record in records:
+                    await self._on_message(record.topic.removeprefix(self.settings.topic_prefix), record.value)
+            if batch:
+                await self._consumer.commit()
+
+    async def _on_message(self, topic: str, value: bytes) -> None:
+        try:
+            message = orjson.loads(value)
+            family = message["family"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("trainer: ignoring an unreadable record on %s", topic)
+            return
+        if family not in FAMILIES:
+            return
+        if topic == topics.TRAINING_REQUESTS:
+            self.schedule(family, from_scratch=bool(message.get("from_scratch")), manual=True)
+        else:
+            await self._maybe_train(family)
+
+    async def _maybe_train(self, family: str) -> None:
+        if not self.settings.auto_train or family in self._runs:
+            return
+        after = self.state.last_trained_id(family)
+        pending = await self.store.count(family, after=after)
+        if pending >= self.settings.threshold(family):
+            self.schedule(family, from_scratch=False, manual=False)
+
+    def schedule(self, family: str, *, from_scratch: bool, manual: bool) -> None:
+        if family in self._runs:
+            log.info("%s: a run is already in progress; the request joins the next one", family)
+            return
+        log.info("%s: Training scheduled in background (%s)", family, "manual" if manual else "threshold reached")
+        self._runs[family] = asyncio.create_task(self._run(family, from_scratch=from_scratch))
+
+    async def _run(self, family: str, *, from_scratch: bool) -> None:
+        try:
+            up_to = await self.store.watermark(family)
+            after = self.state.last_trained_id(family)
+
+            def progress(step: dict[str, Any]) -> None:
+                if step.get("steps"):
+                    TRAINING_PROGRESS.labels(family=family).set(step["step"] / step["steps"])
+
+            result = await run_child(self.settings, family, after=after, up_to=up_to, from_scratch=from_scratch,
+                                     on_progress=progress)
+            await finish_run(self.settings, self._producer, result)
+            log.info("%s: run finished: version %d %s (%s)", family, result["version"], result["decision"],
+                     result["reason"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            TRAINING_FAILURES.labels(family=family).inc()
+            log.exception("%s: training run failed; the samples stay pending for the next run", family)
+            await asyncio.sleep(5)  # no hot loop on a persistent failure
+            return
+        finally:
+            self._runs.pop(family, None)
+        await self._maybe_train(family)  # samples that arrived during the run
