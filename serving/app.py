@@ -1,0 +1,286 @@
+"""The serving role: an aiohttp app with a hot-swappable model per family (routes in DESIGN.md, "HTTP")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from learnstream import topics
+from learnstream.config import Settings
+from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
+from learnstream.pseudonym import pseudonym
+from learnstream.registry import Registry, RegistryError, Version, rollback
+from learnstream.store import Store
+from producers.http_ingest import events_handler
+from producers.sdk import EventProducer
+from schemas import new_event_id, utc_now
+from serving import auth, safety
+from serving.backends import (BackendError, ChatRouter, LocalBackend, RemoteBackend, RemoteSettings,
+                              RouterSettings)
+from serving.chat_model import ChatModel
+from serving.generation import GenerationSettings, SessionHistory
+from serving.holders import ModelHolder
+from serving.image_model import ImageModel
+from serving.status import training_status
+from serving.updates import ModelUpdates
+
+log = logging.getLogger(__name__)
+
+
+def remote_backend(settings: Settings) -> RemoteBackend | None:
+    if not settings.remote_url:
+        return None
+    return RemoteBackend(settings=RemoteSettings(base_url=settings.remote_url, api_key=settings.remote_api_key or "",
+                                                 model=settings.remote_model,
+                                                 timeout_seconds=settings.remote_timeout_s))
+
+
+def router_settings(settings: Settings) -> RouterSettings:
+    mode = settings.chat_mode or ("local" if settings.use_local_ai else "remote")
+    return RouterSettings(mode=mode, ab_mode=settings.ab_mode, ab_share=settings.ab_share)
+
+
+def _load_image(version: Version) -> ImageModel:
+    model = ImageModel.empty() if version.number == 0 else ImageModel.load(version.path)
+    model.warm_up()
+    return model
+
+
+class Serving:
+    """Everything a serving replica owns; start()/stop() or `async with`; `app` is the aiohttp application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.key = settings.key_bytes()
+        self.registry = Registry(settings.registry_dir)
+        self.store = Store(settings.store_path)
+        generation = GenerationSettings()
+        self.holders = {
+            "chat": ModelHolder("chat", self.registry, load=lambda v: ChatModel.load(v, settings=generation)),
+            "image": ModelHolder("image", self.registry, load=_load_image),
+        }
+        self.updates = ModelUpdates(settings, self.holders)
+        self.events = EventProducer(settings)
+        self.history = SessionHistory()
+        self.remote = remote_backend(settings)
+        # Router metrics live in this replica's own registry: several replicas may share a process in tests.
+        self.metrics_registry = CollectorRegistry()
+        self.router = ChatRouter(settings=router_settings(settings), local=LocalBackend(generate=self._generate_local),
+                                 remote=self.remote, registry=self.metrics_registry)
+        self.tokens = auth.parse_tokens(settings.api_tokens)
+        self._updates_task: asyncio.Task | None = None
+        self.app = self._build_app()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.events.start()
+        if self.remote is not None:
+            await self.remote.start()
+        await self.updates.start()
+        self._updates_task = asyncio.create_task(self.updates.run())
+
+    async def stop(self) -> None:
+        await self.updates.stop()
+        if self._updates_task is not None:
+            await asyncio.gather(self._updates_task, return_exceptions=True)
+        if self.remote is not None:
+            await self.remote.stop()
+        await self.events.stop()
+        await self.store.stop()
+
+    async def __aenter__(self) -> "Serving":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.add_routes([
+            web.post("/api/events", self._guard("app", events_handler(self.events,
+                                                                    max_event_bytes=self.settings.max_event_bytes))),
+            web.post("/api/chat", self._guard("app", self.chat)),
+            web.get("/api/ai/training-status", self.status),
+            web.post("/api/ai/trigger-training", self._guard("clinician", self.trigger_training)),
+            web.post("/api/models/{family}/rollback", self._guard("admin", self.rollback)),
+            web.post("/api/images/enhance", self.image_enhance),
+            web.get("/api/images/search", self.image_search),
+            web.get("/api/images/people", self.image_people),
+            web.get("/metrics", self.metrics),
+            web.get("/healthz", self.healthz),
+            web.get("/readyz", self.readyz),
+        ])
+        return app
+
+    def _guard(self, role: str, handler):
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            auth.check(request, role, tokens=self.tokens, dev=self.settings.dev)
+            return await handler(request)
+
+        return guarded
+
+    # ---- chat ----------------------------------------------------------------------------------------------
+
+    async def _generate_local(self, turns: list[str]) -> tuple[str, float, int]:
+        served = self.holders["chat"].current  # taken once: a swap mid-request does not affect this request
+        if served is None:
+            raise BackendError("no local chat model is loaded yet")
+        text, confidence = await asyncio.to_thread(served.model.reply, turns)
+        return text, confidence, served.version
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        session_id, message, user_id = body.get("session_id"), body.get("message"), body.get("user_id")
+        if not isinstance(session_id, str) or not session_id or not isinstance(message, str) or not message.strip():
+            raise _bad_request("session_id and message are required non-empty strings")
+        if user_id is not None and not isinstance(user_id, str):
+            raise _bad_request("user_id must be a string")
+        session = pseudonym(self.key, "session", session_id)
+        subject = pseudonym(self.key, "user", user_id) if user_id else session
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        verdict = safety.assess(message)
+        if verdict.crisis:
+            # Never a model's words for someone at risk: a vetted text, and a flag for the clinicians.
+            SAFETY_FLAGS.labels(category=verdict.category).inc()
+            await self._flag(session, verdict.category)
+            reply = {"reply": safety.CRISIS_REPLY, "model_version": self.holders["chat"].version, "backend": "safety"}
+        else:
+            try:
+                answer = await self.router.reply(subject=subject, history=self.history.get(session), message=message)
+            except BackendError as exc:
+                log.error("chat: no backend could answer (%s)", exc)
+                raise web.HTTPServiceUnavailable(text='{"error": "no chat backend available"}',
+                                                 content_type="application/json") from None
+            self.history.append(session, message, answer.text)
+            reply = {"reply": answer.text, "model_version": answer.model_version, "backend": answer.backend}
+        REQUEST_SECONDS.labels(backend=reply["backend"]).observe(loop.time() - started)
+        return web.json_response(reply)
+
+    async def _flag(self, session: str, category: str | None) -> None:
+        flag = {"schema": "safety.flag.v1", "event_id": new_event_id(), "ts": utc_now(), "session": session,
+                "category": category}
+        await self.events.send_raw(topics.SAFETY_FLAGS, orjson.dumps(flag), key=session.encode())
+
+    # ---- training and models -------------------------------------------------------------------------------
+
+    def degraded(self) -> list[str]:
+        problems = []
+        if NAMES_NOT_REMOVED._value.get():  # noqa: SLF001 - the gauge is the single source of this fact
+            problems.append("anonymizer: no NER model, names are not being removed")
+        for family, holder in self.holders.items():
+            if holder.current is None:
+                problems.append(f"{family}: no model served yet")
+        return problems
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(await training_status(self.settings, self.store, self.registry,
+                                                       degraded=self.degraded()))
+
+    async def trigger_training(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, optional=True)
+        family = body.get("family", "chat")
+        if family not in self.holders:
+            raise _bad_request("family must be chat or image")
+        request_event = {"schema": "training.request.v1", "event_id": new_event_id(), "ts": utc_now(),
+                         "family": family, "from_scratch": bool(body.get("from_scratch", False))}
+        await self.events.send_raw(topics.TRAINING_REQUESTS, orjson.dumps(request_event), key=family.encode())
+        return web.json_response({"scheduled": True, "family": family}, status=202)
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        family = request.match_info["family"]
+        body = await _json_body(request)
+        if family not in self.holders or not isinstance(body.get("version"), int):
+            raise _bad_request("POST /api/models/{chat|image}/rollback with {\"version\": <int>}")
+        try:
+            with self.registry.writer_lock(wait=True):
+                event = rollback(self.registry, family, body["version"])
+        except RegistryError as exc:
+            raise web.HTTPNotFound(text=orjson.dumps({"error": str(exc)}).decode(),
+                                   content_type="application/json") from None
+        await self.events.send_raw(topics.MODEL_UPDATED, orjson.dumps(event), key=family.encode())
+        return web.json_response({"family": family, "served_version": body["version"]})
+
+    # ---- images --------------------------------------------------------------------------------------------
+
+    def _image_model(self) -> tuple[ImageModel, int | None]:
+        served = self.holders["image"].current
+        return (served.model, served.version) if served else (ImageModel.empty(), None)
+
+    async def image_enhance(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        caption, tags, embedding = body.get("caption"), body.get("tags"), body.get("embedding")
+        if caption is None and tags is None and embedding is None:
+            raise _bad_request("give at least one of caption, tags, embedding")
+        if (caption is not None and not isinstance(caption, str)) or (
+            tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags))) or (
+            embedding is not None and not (isinstance(embedding, list)
+                                           and all(isinstance(x, (int, float)) for x in embedding))):
+            raise _bad_request("caption is a string, tags a list of strings, embedding a list of numbers")
+        model, version = self._image_model()
+        result = model.enhance(caption=caption, tags=tags, embedding=embedding)
+        return web.json_response({**result, "model_version": version})
+
+    async def image_search(self, request: web.Request) -> web.Response:
+        q = request.query.get("q", "")
+        try:
+            limit = max(1, min(int(request.query.get("limit", "20")), 200))
+        except ValueError:
+            raise _bad_request("limit must be an integer") from None
+        model, _ = self._image_model()
+        return web.json_response(model.search(q, limit))
+
+    async def image_people(self, request: web.Request) -> web.Response:
+        model, _ = self._image_model()
+        return web.json_response({"people": model.people()})
+
+    # ---- operations ----------------------------------------------------------------------------------------
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY) + generate_latest(self.metrics_registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"alive": True})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        ready = self.holders["chat"].current is not None or self.remote is not None
+        body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(),
+                                "served": {f: h.version for f, h in self.holders.items()}}
+        return web.json_response(body, status=200 if ready else 503)
+
+
+async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw and optional:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _bad_request("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _bad_request("the body must be a JSON object")
+    return body
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
+
+
+async def run_http(serving: Serving, *, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start serving HTTP on the port; the caller cleans up the returned runner."""
+    runner = web.AppRunner(serving.app, access_log=None)  # access logs would carry session ids in URLs/bodies
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+__all__ = ["Serving", "run_http"]
