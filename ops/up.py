@@ -1,0 +1,97 @@
+"""`learnstream up`: run the named roles in one asyncio process until stopped.
+
+    async with Pipeline(settings, roles=ROLES, http_port=8000) as pipeline:
+        await pipeline.wait()          # returns when a role fails or stop() is called
+
+Roles start in an order that lets each find what it needs: the trainer first (it creates version 0), then the
+consumers, then serving (which loads the served version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from consumers.anonymizer import AnonymizerService
+from consumers.store_writer import StoreWriterService
+from learnstream.config import Settings
+from learnstream.kafka import ensure_topics
+from serving.app import Serving, run_http
+from trainer.service import TrainerService
+
+log = logging.getLogger(__name__)
+
+ROLES = ("anonymizer", "store", "trainer", "serving")
+
+
+def parse_roles(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ROLES
+    roles = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+    return roles
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, *, roles: tuple[str, ...] = ROLES, http_port: int | None = None) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.http_port = settings.http_port if http_port is None else http_port
+        self.serving: Serving | None = None
+        self._services: list[Any] = []
+        self._tasks: list[asyncio.Task] = []
+        self._runner = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.key_bytes()  # refuses to start without a pseudonym key (unless dev)
+        await ensure_topics(settings)
+        if "trainer" in self.roles:
+            self._services.append(TrainerService(settings))
+        if "store" in self.roles:
+            self._services.append(StoreWriterService(settings))
+        if "anonymizer" in self.roles:
+            self._services.append(AnonymizerService(settings))
+        try:
+            for service in self._services:
+                await service.start()
+                self._tasks.append(asyncio.create_task(service.run(), name=type(service).__name__))
+            if "serving" in self.roles:
+                self.serving = Serving(settings)
+                await self.serving.start()
+                self._runner = await run_http(self.serving, port=self.http_port)
+                log.info("serving on http://127.0.0.1:%d", self.http_port)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("learnstream up: %s", ", ".join(self.roles))
+
+    async def wait(self) -> None:
+        """Until a role's loop ends (an error is re-raised)."""
+        if not self._tasks:
+            await asyncio.Event().wait()
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.serving is not None:
+            await self.serving.stop()
+            self.serving = None
+        for service in reversed(self._services):
+            await service.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._services, self._tasks = [], []
+
+    async def __aenter__(self) -> "Pipeline":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
