@@ -64,8 +64,9 @@ class Settings:
     promotion_tolerance: float = 0.02
     # Serving.
     http_port: int = 8000
-    # USE_LOCAL_AI=1 answers with the local model, 0 with the remote API (the seed's default was remote).
-    use_local_ai: bool = True
+    # USE_LOCAL_AI=1 answers with the local model, 0 with the remote API. Unset: the remote when one is
+    # configured (the seed app's default, Groq), else the local model.
+    use_local_ai: bool | None = None
     # "local", "remote" or "hybrid" (local for routine messages, remote for complex or unsure ones);
     # None follows USE_LOCAL_AI. Fallback to the other backend on error or timeout either way.
     chat_mode: str | None = None

@@ -41,7 +41,8 @@ def remote_backend(settings: Settings) -> RemoteBackend | None:
 
 
 def router_settings(settings: Settings) -> RouterSettings:
-    mode = settings.chat_mode or ("local" if settings.use_local_ai else "remote")
+    use_local = settings.use_local_ai if settings.use_local_ai is not None else not settings.remote_url
+    mode = settings.chat_mode or ("local" if use_local else "remote")
     return RouterSettings(mode=mode, ab_mode=settings.ab_mode, ab_share=settings.ab_share)
 
 
