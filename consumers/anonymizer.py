@@ -1,6 +1,8 @@
 """The anonymizer role: chat.raw / image.raw / erasure.requests -> *.anon (or the source topic's DLQ).
 
 Outputs are sent with an idempotent acks=all producer and awaited before the batch's offsets are committed.
+An event that makes the text engine itself fail goes to the DLQ (reason "anonymizer_error") on its own, so one
+hostile text can neither stall its partition nor take the rest of its batch down with it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from consumers.privacy import Anonymizer, Outcome
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.keystore import KeyStore
 from learnstream.metrics import DLQ, PRODUCED, SKIPPED_NO_CONSENT
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ class AnonymizerService(ConsumerStage):
             ner_model=settings.ner_model,
             max_event_bytes=settings.max_event_bytes,
             embedding_dim=settings.embedding_dim,
+            keys=KeyStore(settings.keys_path),
         )
         self._producer = kafka.producer(settings)
         self._prefix = settings.topic_prefix
@@ -54,17 +58,30 @@ class AnonymizerService(ConsumerStage):
             by_kind.setdefault(_KIND_BY_TOPIC[record.topic.removeprefix(self._prefix)], []).append(record)
         sends = []
         for kind, group in by_kind.items():
-            # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
-            outcomes = await asyncio.to_thread(self.anonymizer.process, kind, [r.value or b"" for r in group])
+            outcomes = await self._anonymize(kind, [r.value or b"" for r in group])
             for record, outcome in zip(group, outcomes):
                 sends.extend(await self._route(kind, record, outcome))
         await asyncio.gather(*sends)
+
+    async def _anonymize(self, kind: str, raws: list[bytes]) -> list[Outcome]:
+        """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the
+        ones that still fail become DLQ outcomes (the exception's type is kept, never its message: it may quote
+        the text)."""
+        try:
+            # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
+            return await asyncio.to_thread(self.anonymizer.process, kind, raws)
+        except Exception as exc:
+            if len(raws) == 1:
+                return [Outcome("invalid", error=InvalidEvent("anonymizer_error", None, type(exc).__name__))]
+        log.warning("anonymizer: a %s batch of %d failed; retrying its events one by one", kind, len(raws))
+        return [outcome for raw in raws for outcome in await self._anonymize(kind, [raw])]
 
     async def _route(self, kind: str, record: ConsumerRecord, outcome: Outcome) -> list[asyncio.Future]:
         if outcome.kind == "invalid":
             source = record.topic.removeprefix(self._prefix)
             DLQ.labels(topic=source, reason=outcome.error.reason).inc()
-            log.info("%s offset %d -> DLQ: %s", source, record.offset, outcome.error)
+            # The reason and field only: a rule may quote the event (an unknown schema name, say).
+            log.info("%s offset %d -> DLQ: %s at %s", source, record.offset, outcome.error.reason, outcome.error.field)
             return [await self._send(topics.dlq(source), dlq.entry(record, outcome.error, source_topic=source),
                                      key=record.key)]
         if outcome.kind == "erasure":

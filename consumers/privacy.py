@@ -12,6 +12,7 @@ from typing import Any
 
 from consumers.image_anon import anonymize_image_event
 from consumers.pii import TextAnonymizer
+from learnstream.keystore import KeyStore, seal
 from learnstream.metrics import NAMES_NOT_REMOVED
 from learnstream.pseudonym import pseudonym
 from schemas import RAW_TOPIC_SCHEMAS, InvalidEvent, decode, validate
@@ -30,8 +31,11 @@ class Outcome:
 
 class Anonymizer:
     def __init__(self, *, key: bytes, ner_model: str | None, max_event_bytes: int,
-                 embedding_dim: int | None = None) -> None:
+                 embedding_dim: int | None = None, keys: KeyStore | None = None) -> None:
+        """keys: seal samples for the *.anon topics and shred erased owners (the service); None leaves samples
+        readable (`learnstream anonymize`)."""
         self._key = key
+        self._keys = keys
         self.max_event_bytes = max_event_bytes
         self.text = TextAnonymizer(key=key, ner_model=ner_model or None)
         NAMES_NOT_REMOVED.set(0 if self.text.names_enabled else 1)
@@ -57,8 +61,15 @@ class Anonymizer:
             except InvalidEvent as error:
                 outcomes.append(Outcome("invalid", error=error))
                 continue
+            # Apps choose event ids and may put anything in them: onward they are keyed pseudonyms too, which
+            # keeps them unique and stable (a redelivered event still dedupes) without carrying the app's text.
+            event = {**event, "event_id": self.pseudonym("event", event["event_id"])}
             if family == "erasure":
-                outcomes.append(Outcome("erasure", self._ledger_entry(event)))
+                entry = self._ledger_entry(event)
+                if self._keys is not None:
+                    # Before the ledger entry goes out: from now on no copy of their samples can be read.
+                    self._keys.destroy(entry["owner"])
+                outcomes.append(Outcome("erasure", entry))
             elif not event["consent"].get("training", False):
                 outcomes.append(Outcome("skip", {"schema": "skip.v1", "event_id": event["event_id"],
                                                  "ts": event["ts"], "family": family, "reason": "no_consent"}))
@@ -70,6 +81,8 @@ class Anonymizer:
                 outcomes.append(Outcome("sample", anonymize_image_event(
                     event, anonymize_text=self.text.anonymize, pseudonymize=lambda u: self.pseudonym("user", u))))
         self._fill_texts(outcomes, texts)
+        if self._keys is not None:
+            outcomes = [Outcome("sample", seal(o.record, self._keys)) if o.kind == "sample" else o for o in outcomes]
         return outcomes
 
     def _fill_texts(self, outcomes: list[Outcome], texts: list[tuple[str, str]]) -> None:

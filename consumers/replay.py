@@ -1,22 +1,31 @@
 """`learnstream replay`: rebuild the store from the *.anon topics (the dataset of record) and swap it in.
 
-The new store is built beside the live one, from the beginning of every *.anon topic (and the DLQ index), through
-the same sorting and the same idempotent, erasure-honouring writes as the store writer. Then it replaces the live
-file atomically (os.replace). Stop the store role first: a running store writer keeps writing the old file.
+1. Rebuild: a new store file beside the live one, from the beginning of every *.anon topic (and the DLQ index) up to
+   their end at the start, through the same sorting and the same idempotent, erasure-honouring writes as the store
+   writer. Owners erased by crypto-shredding stay erased: their samples cannot be unsealed any more.
+2. Swap: one SQLite transaction replaces the live store's content with the rebuilt one. Readers that hold the store
+   open (serving, the trainer) see the old content or the new, never a mix; replacing the file itself under open
+   connections would corrupt SQLite's write-ahead log. Every sample keeps the id it has in the live store, because
+   the trainer's watermark and the registry's manifests count in those ids; a sample the live store lacked gets an
+   id after every id ever used, so the trainer counts it as new.
+The store writer must not run meanwhile (records it stored after the rebuild began would be swapped away), so
+replay refuses while its consumer group has members.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
+import aiosqlite
 import orjson
 
-from consumers.store_writer import DLQ_TOPICS, add_anon_record
+from consumers import dlq
+from consumers.store_writer import DLQ_TOPICS, StoreWriterService, add_anon_record
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.keystore import KeyStore
 from learnstream.store import Batch, Store
 from schemas import InvalidEvent
 
@@ -24,45 +33,135 @@ BATCH = 2000
 
 Progress = Callable[[int, float], None]  # (records read, records per second)
 
+# Tables wholly derived from the topics: replaced by the rebuilt content. erased_samples is not among them: it
+# records which live ids an erasure removed, which the topics cannot tell; it is kept and extended (see _swap_in).
+_REPLACED_TABLES = ("skipped", "dlq", "erasures")
+
+
+class ReplayRefused(ValueError):
+    """Replay cannot run now; the message says why and what to do."""
+
 
 async def rebuild(settings: Settings, target: Path, *, progress: Progress | None = None) -> tuple[int, str]:
     """Build a store at `target` from the topics; returns (records read, content hash)."""
     prefix = settings.topic_prefix
     started, count, batch = time.monotonic(), 0, Batch()
-    async with Store(target) as store:
-        names = [topics.anon(f) for f in FAMILIES] + list(DLQ_TOPICS)
-        async for record in kafka.read_to_end(settings, names):
-            topic = record.topic.removeprefix(prefix)
-            try:
-                value = orjson.loads(record.value or b"")
-                if topic.endswith(".dlq"):
-                    batch.dlq.append((topic, record.partition, record.offset, value["source"]["topic"],
-                                      value["reason"], value["ts"]))
-                else:
-                    add_anon_record(batch, value)
-            except (orjson.JSONDecodeError, KeyError, TypeError, InvalidEvent):
-                pass  # the live store writer sent it to the DLQ, which this replay indexes too
-            count += 1
-            if count % BATCH == 0:
-                await store.write(batch)
-                batch = Batch()
-                if progress:
-                    progress(count, count / max(time.monotonic() - started, 1e-9))
-        await store.write(batch)
-        digest = await store.content_hash()
+    keys = KeyStore(settings.keys_path)
+    try:
+        async with Store(target) as store:
+            names = [topics.anon(f) for f in FAMILIES] + list(DLQ_TOPICS)
+            async for record in kafka.read_to_end(settings, names):
+                topic = record.topic.removeprefix(prefix)
+                try:
+                    value = orjson.loads(record.value or b"")
+                    if topic.endswith(".dlq"):
+                        batch.dlq.append(dlq.index_row(topic, value))
+                    else:
+                        add_anon_record(batch, value, keys=keys)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidEvent):
+                    pass  # the live store writer sent it to the DLQ, which this replay indexes too
+                count += 1
+                if count % BATCH == 0:
+                    await store.write(batch)
+                    batch = Batch()
+                    if progress:
+                        progress(count, count / max(time.monotonic() - started, 1e-9))
+            await store.write(batch)
+            digest = await store.content_hash()
+    finally:
+        keys.close()
     if progress:
         progress(count, count / max(time.monotonic() - started, 1e-9))
     return count, digest
 
 
 async def replay(settings: Settings, *, progress: Progress | None = None) -> tuple[int, str]:
-    """Rebuild into a new file, then atomically replace the live store with it."""
+    """Rebuild into a new file, then swap its content into the live store atomically.
+    Returns (records read, content hash of the store now live)."""
+    await _refuse_while_store_writer_runs(settings)
     live = settings.store_path
     target = live.with_name(live.name + ".rebuild")
-    for leftover in (target, target.with_name(target.name + "-wal"), target.with_name(target.name + "-shm")):
-        leftover.unlink(missing_ok=True)
-    count, digest = await rebuild(settings, target, progress=progress)
-    for stale in (live.with_name(live.name + "-wal"), live.with_name(live.name + "-shm")):
-        stale.unlink(missing_ok=True)
-    os.replace(target, live)
+    _remove_database(target)
+    try:
+        count, digest = await rebuild(settings, target, progress=progress)
+        await _refuse_while_store_writer_runs(settings)  # it may have been started during the rebuild
+        async with Store(live) as store:
+            await _swap_in(store.db, target)
+    finally:
+        _remove_database(target)
     return count, digest
+
+
+async def _refuse_while_store_writer_runs(settings: Settings) -> None:
+    members = await kafka.group_members(settings, StoreWriterService.group_id)
+    if members:
+        raise ReplayRefused(f"the store writer is running ({members} consumer(s) in its group): stop the store role, "
+                            "replay, then start it again")
+
+
+async def _swap_in(db: aiosqlite.Connection, rebuilt: Path) -> None:
+    """Replace the live content with the rebuilt store's in one transaction (see the module docstring)."""
+    await db.execute("ATTACH DATABASE ? AS rebuilt", (str(rebuilt),))
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await _map_ids(db)
+            # Live samples the rebuilt erasure ledger removes: which ids were erased, for the registry's marks.
+            await db.execute(
+                "INSERT OR IGNORE INTO main.erased_samples(id, family, erased_at) "
+                "SELECT l.id, l.family, MIN(e.ts) FROM main.samples l "
+                "JOIN rebuilt.erasures e ON e.owner = l.owner AND l.ts <= e.ts GROUP BY l.id"
+            )
+            columns = await _shared_columns(db, "samples", exclude="id")
+            await db.execute("DELETE FROM main.samples")
+            await db.execute(
+                f"INSERT INTO main.samples(id, {columns}) SELECT i.live_id, {_qualified('r', columns)} "
+                "FROM rebuilt.samples r JOIN temp.replay_ids i ON i.rebuilt_id = r.id"
+            )
+            for table in _REPLACED_TABLES:
+                columns = await _shared_columns(db, table)
+                await db.execute(f"DELETE FROM main.{table}")
+                await db.execute(f"INSERT INTO main.{table}({columns}) SELECT {columns} FROM rebuilt.{table}")
+            await db.execute("DROP TABLE temp.replay_ids")
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+    finally:
+        await db.execute("DETACH DATABASE rebuilt")
+
+
+async def _map_ids(db: aiosqlite.Connection) -> None:
+    """temp.replay_ids(rebuilt_id, live_id): the live id of each rebuilt sample, or a new one after every id
+    the live store ever used (AUTOINCREMENT never reuses an id, so neither does this)."""
+    await db.execute(
+        "CREATE TEMP TABLE replay_ids AS SELECT r.id AS rebuilt_id, l.id AS live_id "
+        "FROM rebuilt.samples r LEFT JOIN main.samples l ON l.event_id = r.event_id"
+    )
+    await db.execute(
+        "UPDATE temp.replay_ids SET live_id = fresh.id FROM ("
+        "  SELECT rebuilt_id, ROW_NUMBER() OVER (ORDER BY rebuilt_id) + MAX("
+        "    (SELECT COALESCE(MAX(id), 0) FROM main.samples),"
+        "    (SELECT COALESCE(MAX(seq), 0) FROM main.sqlite_sequence WHERE name = 'samples')) AS id"
+        "  FROM temp.replay_ids WHERE live_id IS NULL"
+        ") AS fresh WHERE replay_ids.rebuilt_id = fresh.rebuilt_id"
+    )
+
+
+async def _shared_columns(db: aiosqlite.Connection, table: str, *, exclude: str = "") -> str:
+    """The columns both stores have (a live store made by an older version may lack new ones), comma-separated."""
+    async def names(schema: str) -> list[str]:
+        rows = await (await db.execute(f"PRAGMA {schema}.table_info({table})")).fetchall()
+        return [row[1] for row in rows]
+
+    rebuilt = set(await names("rebuilt"))
+    return ", ".join(c for c in await names("main") if c in rebuilt and c != exclude)
+
+
+def _qualified(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
+
+
+def _remove_database(path: Path) -> None:
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        file.unlink(missing_ok=True)

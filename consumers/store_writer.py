@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 
 import orjson
+from cryptography.exceptions import InvalidTag
 from aiokafka import ConsumerRecord
 
 from consumers import dlq
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.keystore import KeyStore, unseal
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
 from learnstream.store import Batch, Store, sample_family
 from schemas import InvalidEvent, utc_now
@@ -28,10 +30,18 @@ DLQ_TOPICS = tuple(topics.dlq(t) for f in FAMILIES for t in (topics.raw(f), topi
 )
 
 
-def add_anon_record(batch: Batch, value: dict) -> None:
-    """Sort one *.anon record into the batch (shared with replay). Raises InvalidEvent for anything else."""
+def add_anon_record(batch: Batch, value: dict, *, keys: KeyStore) -> None:
+    """Sort one *.anon record into the batch (shared with replay). Raises InvalidEvent for anything else.
+    A sample whose key was destroyed belongs to an erased owner: it is dropped (the ledger says why)."""
     schema = value.get("schema") if isinstance(value, dict) else None
     if schema in _SAMPLE_SCHEMAS:
+        if "sealed" in value:
+            try:
+                value = unseal(value, keys)
+            except (InvalidTag, ValueError, KeyError, TypeError):
+                raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample") from None
+            if value is None:
+                return
         group = "session" if schema.startswith("chat.") else "image_id"
         for name in ("event_id", "ts", "owner", group):
             if not isinstance(value.get(name), str):
@@ -52,6 +62,7 @@ class StoreWriterService(ConsumerStage):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.store = Store(settings.store_path)
+        self.keys = KeyStore(settings.keys_path)
         self._producer = kafka.producer(settings)
         self._prefix = settings.topic_prefix
 
@@ -72,10 +83,9 @@ class StoreWriterService(ConsumerStage):
             try:
                 value = orjson.loads(record.value or b"")
                 if topic.endswith(".dlq"):
-                    batch.dlq.append((topic, record.partition, record.offset, value["source"]["topic"],
-                                      value["reason"], value["ts"]))
+                    batch.dlq.append(dlq.index_row(topic, value))
                 else:
-                    add_anon_record(batch, value)
+                    add_anon_record(batch, value, keys=self.keys)
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 bad.append((record, InvalidEvent("invalid_record", None, type(exc).__name__)))
             except InvalidEvent as error:
@@ -96,9 +106,8 @@ class StoreWriterService(ConsumerStage):
             return
         DLQ.labels(topic=source, reason=error.reason).inc()
         entry = dlq.entry(record, error, source_topic=source)
-        meta = await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry),
-                                                  key=record.key)
-        batch.dlq.append((topics.dlq(source), meta.partition, meta.offset, source, error.reason, entry["ts"]))
+        await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry), key=record.key)
+        batch.dlq.append(dlq.index_row(topics.dlq(source), entry))
 
     async def _announce(self, family: str) -> None:
         event = {

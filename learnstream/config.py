@@ -94,6 +94,10 @@ class Settings:
         return self.data_dir / "store.sqlite"
 
     @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.sqlite"
+
+    @property
     def registry_dir(self) -> Path:
         return self.data_dir / "registry"
 

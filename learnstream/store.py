@@ -17,6 +17,7 @@ import orjson
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
+PRAGMA secure_delete=ON;
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,

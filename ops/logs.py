@@ -27,7 +27,12 @@ def setup_logging(*, verbose: bool = False, json_logs: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not verbose:
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
-        # A fresh group logs "coordinator not available" as ERROR while the broker elects it: expected, retried.
-        logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
+    quiet_libraries(verbose=verbose)
+
+
+def quiet_libraries(*, verbose: bool) -> None:
+    """Library loggers that would break the privacy promise or drown ours."""
+    # aiokafka's DEBUG log prints raw fetch responses, i.e. record bytes (raw PII from chat.raw): never below INFO.
+    logging.getLogger("aiokafka").setLevel(logging.INFO if verbose else logging.WARNING)
+    # A fresh group logs "coordinator not available" as ERROR while the broker elects it: expected, retried.
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)

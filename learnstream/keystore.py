@@ -1,0 +1,94 @@
+"""Per-person data keys for crypto-shredding the long-retention *.anon topics.
+
+The anonymizer seals each sample's content (text, scores, captions, embeddings, faces) with its owner's data key
+(AES-256-GCM) before it goes on a *.anon topic; the store writer and replay unseal it. Erasure destroys the owner's
+keys: every copy of their samples in the topic, its replicas and any backup becomes unreadable at once, with no
+rewrite of the log (Kafka cannot delete single records from a non-compacted topic). The identifiers left in the
+clear (event id, time, pseudonyms) carry no content and are unlinkable without the pseudonym key.
+
+Keys live in SQLite beside the store (<data_dir>/keys.sqlite), with secure_delete so a destroyed key is overwritten
+on disk, not just unlinked from a page. Several hosts share it like the registry (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# The fields of a sample that carry content; everything else stays readable for routing, dedupe and erasure.
+SEALED_FIELDS = ("text", "mood", "assessment", "caption", "tags", "category", "embedding", "faces", "exif")
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, owner TEXT NOT NULL, key BLOB)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS keys_owner ON keys(owner)")
+        self._lock = threading.Lock()
+        self._cache: dict[str, bytes] = {}  # kid -> key; dropped for an owner on erasure
+
+    def close(self) -> None:
+        self._db.close()
+
+    def key_for_owner(self, owner: str) -> tuple[str, bytes]:
+        """The owner's current (kid, key), created on first use."""
+        with self._lock:
+            row = self._db.execute("SELECT kid, key FROM keys WHERE owner = ? LIMIT 1", (owner,)).fetchone()
+            if row is None:
+                kid, key = base64.urlsafe_b64encode(os.urandom(12)).decode(), AESGCM.generate_key(bit_length=256)
+                self._db.execute("INSERT INTO keys VALUES (?, ?, ?)", (kid, owner, key))
+                row = (kid, key)
+            self._cache[row[0]] = row[1]
+            return row[0], row[1]
+
+    def key(self, kid: str) -> bytes | None:
+        """A key by id, or None once destroyed."""
+        if kid in self._cache:
+            return self._cache[kid]
+        with self._lock:
+            row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
+        if row is not None:
+            self._cache[kid] = row[0]
+        return None if row is None else row[0]
+
+    def destroy(self, owner: str) -> int:
+        """Crypto-shred an owner: their keys are gone from memory and (overwritten) from disk."""
+        with self._lock:
+            kids = [r[0] for r in self._db.execute("SELECT kid FROM keys WHERE owner = ?", (owner,))]
+            self._db.execute("DELETE FROM keys WHERE owner = ?", (owner,))
+            for kid in kids:
+                self._cache.pop(kid, None)
+        return len(kids)
+
+
+def seal(sample: dict[str, Any], keys: KeyStore) -> dict[str, Any]:
+    """The sample with its content fields replaced by one AES-GCM blob under the owner's key."""
+    content = {f: sample[f] for f in SEALED_FIELDS if f in sample}
+    kid, key = keys.key_for_owner(sample["owner"])
+    nonce = os.urandom(12)
+    # The event id is bound as associated data: a sealed blob cannot be replayed under another event.
+    blob = AESGCM(key).encrypt(nonce, orjson.dumps(content), sample["event_id"].encode())
+    clear = {k: v for k, v in sample.items() if k not in SEALED_FIELDS}
+    return {**clear, "kid": kid, "sealed": base64.b64encode(nonce + blob).decode()}
+
+
+def unseal(record: dict[str, Any], keys: KeyStore) -> dict[str, Any] | None:
+    """The sample back, or None when its key was destroyed (its owner was erased)."""
+    key = keys.key(record["kid"])
+    if key is None:
+        return None
+    raw = base64.b64decode(record["sealed"])
+    content = orjson.loads(AESGCM(key).decrypt(raw[:12], raw[12:], record["event_id"].encode()))
+    clear = {k: v for k, v in record.items() if k not in ("kid", "sealed")}
+    return {**clear, **content}
