@@ -1,0 +1,105 @@
+"""The image family's goal metrics (issue 4) on synthetic photo libraries (tests/image_synth.py).
+
+A first version is trained from scratch on half the library, a second continued from it on all of it (and, for the
+time ratio, one from scratch on all of it); goals are scored on the second, tags on a held-out seed. Baselines in
+the same run: suggesting the library's three most common tags to every image, and search by exact tag (no learned
+synonyms). The last line is one JSON object.
+
+    .venv/bin/python bench/images.py [--images 1500] [--held-out 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from serving.image_model import ImageModel, Tagger  # noqa: E402
+from tests.image_synth import (SyntheticLibrary, SyntheticWorld, anonymized_samples, enhance_scores,  # noqa: E402
+                               held_out_tag_f1, people_pairwise_f1, secrets_at_rest, synonym_search_recall,
+                               unconsented_images_in_people)
+from trainer.image_training import ImageHParams, train_image  # noqa: E402
+
+
+def popular_tags_precision(stored: SyntheticLibrary, held_out: SyntheticLibrary) -> float:
+    top = [tag for tag, _ in Counter(t for e in stored.events for t in e.get("tags", [])).most_common(3)]
+    right = sum(tag in SyntheticWorld.vocabulary(held_out.truth[e["image_id"]].category)
+                for e in held_out.events for tag in top)
+    return right / (3 * len(held_out.events))
+
+
+def exact_tag_recall(stored: SyntheticLibrary, world: SyntheticWorld) -> float:
+    """synonym_search_recall's measure when a query finds only the images carrying its own tag."""
+    found = relevant_total = 0
+    for group in world.synonym_groups:
+        relevant = [set(e.get("tags", [])) & set(group) for e in stored.events]
+        for name in group:
+            found += sum(name in tags for tags in relevant)
+            relevant_total += sum(bool(tags) for tags in relevant)
+    return found / relevant_total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1500, help="stored images (half before the parent)")
+    parser.add_argument("--held-out", type=int, default=500)
+    parser.add_argument("--noise", type=float, default=0.8, help="image embedding noise (norm)")
+    parser.add_argument("--face-noise", type=float, default=0.35, help="face embedding noise (norm)")
+    parser.add_argument("--concept-strength", type=float, default=1.0, help="how much tags show in embeddings")
+    args = parser.parse_args()
+    world = SyntheticWorld(noise=args.noise, face_noise=args.face_noise, concept_strength=args.concept_strength)
+    hparams = ImageHParams()
+    first = world.library(args.images // 2, seed=1)
+    stored = first + world.library(args.images - args.images // 2, seed=2)
+    held_out = world.library(args.held_out, seed=3)
+    with tempfile.TemporaryDirectory() as registry:
+        parent, child, scratch = (Path(registry) / name for name in ("1", "2", "scratch"))
+        first_samples, samples = anonymized_samples(first), anonymized_samples(stored)
+        train_image(parent_dir=None, out_dir=parent, samples=first_samples, new_ids=None, hparams=hparams)
+        started = time.perf_counter()
+        metrics = train_image(parent_dir=parent, out_dir=child, samples=samples, hparams=hparams,
+                              new_ids={s["event_id"] for s in samples} - {s["event_id"] for s in first_samples})
+        incremental_s = time.perf_counter() - started
+        started = time.perf_counter()
+        train_image(parent_dir=None, out_dir=scratch, samples=samples, new_ids=None, hparams=hparams)
+        scratch_s = time.perf_counter() - started
+        model = ImageModel.load(child)
+        precision, accuracy = enhance_scores(model, held_out)
+        embedding_precision, embedding_accuracy = enhance_scores(model, held_out, ("embedding",))
+        at_rest = [str(samples).encode()] + [p.read_bytes() for v in (parent, child) for p in v.iterdir()]
+        result = {
+            "tag_precision_at_3": round(precision, 4),
+            "category_accuracy": round(accuracy, 4),
+            "tag_precision_at_3_embedding_only": round(embedding_precision, 4),
+            "category_accuracy_embedding_only": round(embedding_accuracy, 4),
+            "synonym_search_recall": round(synonym_search_recall(model, stored, world), 4),
+            "people_pairwise_f1": round(people_pairwise_f1(model, stored), 4),
+            "unconsented_images_in_people": unconsented_images_in_people(model, stored),
+            "secret_words_at_rest": len(secrets_at_rest(stored, at_rest)),
+            "held_out_tag_f1_parent": round(held_out_tag_f1(Tagger.load(parent), held_out, hparams.tag_threshold), 4),
+            "held_out_tag_f1": round(held_out_tag_f1(Tagger.load(child), held_out, hparams.tag_threshold), 4),
+            "mode": metrics["mode"],
+            "synonym_pairs": metrics["synonym_pairs"],
+            "people": metrics["people"],
+            "incremental_s": round(incremental_s, 3),
+            "from_scratch_s": round(scratch_s, 3),
+        }
+    result["baseline_tag_precision_at_3"] = round(popular_tags_precision(stored, held_out), 4)
+    result["tag_precision_ratio"] = round(precision / result["baseline_tag_precision_at_3"], 3)
+    result["baseline_synonym_search_recall"] = round(exact_tag_recall(stored, world), 4)
+    result["synonym_recall_ratio"] = round(
+        result["synonym_search_recall"] / result["baseline_synonym_search_recall"], 3)
+    result["incremental_speedup"] = round(scratch_s / incremental_s, 3)
+    for name, value in result.items():
+        print(f"{name:>36}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""One training run of the image family: stored image.sample.v1 dicts -> a version folder serving can load.
+
+Learned, and written in the format serving/image_model.py defines (safetensors for weights, JSON for the rest):
+a) the tagger, continued from the parent's weights on new images plus a replay of older ones; from scratch when
+   there is no usable parent, the embedding dimension or width changed, or an image the parent learned from is gone
+   (erased or replaced: its influence must leave the weights). Vocabulary changes map rows by name;
+b) category patterns; c) tag synonyms (look and context); d) people (HDBSCAN, ids kept from the parent's people);
+e) the search index; f) the seed's training report.
+Everything but the tagger is recomputed from the current samples every run, so erased images leave it at once.
+Labels used by fewer than `min_label_owners` owners never enter the shared vocabulary: one family's pet name or
+private word is not suggested to anyone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from safetensors.numpy import save_file as save_arrays
+from safetensors.torch import load_file as load_tensors, save_file as save_tensors
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import poisson
+from sklearn.cluster import HDBSCAN
+
+from serving.image_model import (CATEGORY_PATTERNS, FACE_CLUSTERS, SEARCH_INDEX, SEARCH_VECTORS, SYNONYMS,
+                                 TAGGER_VOCABULARY, TAGGER_WEIGHTS, TRAINING_REPORT, Tagger, read_json, terms_of,
+                                 unit_rows)
+
+Progress = Callable[[dict[str, Any]], None]  # {"step", "steps", "stage"}, as the trainer service reads it
+
+
+_STAGES = ("tagger", "category patterns", "synonyms", "people", "search index", "report")  # progress steps
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageHParams:
+    hidden_dim: int = 128  # width of the tagger's shared layer; changing it retrains from scratch
+    epochs_from_scratch: int = 100  # passes over the training split when there is no usable parent
+    epochs_incremental: int = 40  # passes over new images plus their replay when continuing from the parent
+    replay_ratio: float = 2.0  # older images replayed per new image, so continuing does not forget
+    batch_size: int = 128
+    learning_rate: float = 1e-2
+    weight_decay: float = 1e-4
+    holdout_fraction: float = 0.15  # images kept out of the tagger for its metrics, chosen by a hash of event_id
+    # so an image stays on its side of the split from run to run (a parent is never scored on what it learned)
+    tag_threshold: float = 0.5  # tagger probability at which a tag counts as predicted, for tag F1
+    min_label_images: int = 2  # a tag or category joins the vocabulary once this many images carry it
+    min_label_owners: int = 2  # ... and this many owners use it (a label one owner uses may identify them)
+    pattern_terms: int = 10  # common caption words and co-occurring tags listed per category
+    synonym_min_images: int = 5  # tags on fewer embedded images are too noisy to compare
+    synonym_context: float = 0.6  # least similarity of the company two synonyms keep (other tags, categories)
+    synonym_look: float = 0.6  # least similarity of two visible tags' effects on the image embedding
+    synonym_visible_ratio: float = 1.5  # a tag's effect on the look is visible at this many standard errors
+    synonym_together_ratio: float = 0.25  # otherwise: most two synonyms may come together, as a share of what
+    # their categories predict (people write one name or the other) ...
+    synonym_absence_p: float = 0.01  # ... and chance alone would leave them that rarely together at most this often
+    look_quantile: float = 0.2  # search matches a tag by look from the similarity this share of its images is below
+    min_person_faces: int = 3  # HDBSCAN min_cluster_size: faces needed before a group becomes a person
+    person_match_distance: float = 0.5  # furthest a cluster's centre may be from a parent person's to keep its id
+    report_top_categories: int = 5
+    seed: int = 0
+
+
+def train_image(*, parent_dir: Path | None, out_dir: Path, samples: list[dict], new_ids: set[str] | None,
+                hparams: ImageHParams, progress: Progress | None = None) -> dict:
+    """samples: every stored image.sample.v1 (erased ones gone); new_ids: event_ids new since the parent, None to
+    train from scratch. The parent's people keep their ids whenever parent_dir is given, even from scratch.
+    Returns metrics: mode, tag_f1 and category_accuracy on the held-out split (*_parent: the parent's tagger on
+    the same split; None when there is nothing to score), vocabulary sizes, people, report."""
+    def step(done: int) -> None:
+        if progress is not None:
+            progress({"step": done, "steps": len(_STAGES), "stage": _STAGES[done] if done < len(_STAGES) else "done"})
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = _latest_per_image(samples)
+    tags = _shared_labels(images, "tags", hparams)
+    categories = _shared_labels(images, "category", hparams)
+    step(0)
+    metrics = _train_tagger(images, tags, categories, parent_dir, new_ids, out_dir, hparams)
+    step(1)
+    _write_json(out_dir / CATEGORY_PATTERNS, _category_patterns(images, tags, categories, hparams))
+    step(2)
+    synonyms = _synonyms(images, tags, hparams)
+    _write_json(out_dir / SYNONYMS, synonyms)
+    step(3)
+    people = _people(images, parent_dir, hparams)
+    _write_json(out_dir / FACE_CLUSTERS, people)
+    step(4)
+    _write_search_index(images, tags, out_dir, hparams)
+    step(5)
+    report = _report(images, hparams)
+    _write_json(out_dir / TRAINING_REPORT, report)
+    step(6)
+    return {**metrics, "tag_vocabulary": len(tags), "categories": len(categories),
+            "synonym_pairs": sum(map(len, synonyms.values())) // 2, "people": len(people["persons"]),
+            "report": report}
+
+
+def _latest_per_image(samples: list[dict]) -> list[dict]:
+    """One sample per image_id: the latest (an app re-sending an image replaces what it said before)."""
+    latest: dict[str, dict] = {}
+    for sample in sorted(samples, key=lambda s: (s["ts"], s["event_id"])):
+        latest[sample["image_id"]] = sample
+    return list(latest.values())
+
+
+def _labels(image: dict, field: str) -> list[str]:
+    return image["tags"] if field == "tags" else [image["category"]] if image["category"] else []
+
+
+def _shared_labels(images: list[dict], field: str, hp: ImageHParams) -> list[str]:
+    counts, owners = Counter(), {}
+    for image in images:
+        for label in _labels(image, field):
+            counts[label] += 1
+            owners.setdefault(label, set()).add(image["owner"])
+    return sorted(label for label, count in counts.items()
+                  if count >= hp.min_label_images and len(owners[label]) >= hp.min_label_owners)
+
+
+def _common_length(vectors: list[list[float] | None]) -> int | None:
+    """The deployment's dimension: the one most vectors have (validation already rejects others)."""
+    lengths = Counter(len(vector) for vector in vectors if vector)
+    return lengths.most_common(1)[0][0] if lengths else None
+
+
+# --- a) the tagger ------------------------------------------------------------------------------------------------
+class _TaggerNet(torch.nn.Module):
+    """serving.image_model.Tagger is this forward pass in numpy; the parameter names are the file's."""
+
+    def __init__(self, dim: int, hidden: int, tags: int, categories: int) -> None:
+        super().__init__()
+        self.trunk = torch.nn.Linear(dim, hidden)
+        self.tags = torch.nn.Linear(hidden, tags)
+        self.category = torch.nn.Linear(hidden, categories)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = torch.relu(self.trunk(x))
+        return self.tags(hidden), self.category(hidden)
+
+
+def _in_holdout(event_id: str, fraction: float) -> bool:
+    bucket = int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:4], "big") / 2**32
+    return bucket < fraction
+
+
+def _train_tagger(images: list[dict], tags: list[str], categories: list[str], parent_dir: Path | None,
+                  new_ids: set[str] | None, out_dir: Path, hp: ImageHParams) -> dict:
+    dim = _common_length([i["embedding"] for i in images])
+    usable = [i for i in images if i["embedding"] and len(i["embedding"]) == dim]
+    holdout = [i for i in usable if _in_holdout(i["event_id"], hp.holdout_fraction)]
+    train = [i for i in usable if not _in_holdout(i["event_id"], hp.holdout_fraction)]
+    if not train or not (tags or categories):
+        return {"mode": "none", "train_images": 0, "holdout_images": len(holdout), "tag_f1": None,
+                "category_accuracy": None, "tag_f1_parent": None, "category_accuracy_parent": None}
+    parent = _parent_tagger(parent_dir, dim, hp) if new_ids is not None else None
+    old = [i for i in train if i["event_id"] not in (new_ids or set())]
+    rng = np.random.default_rng(hp.seed)
+    if parent is not None and len(old) >= parent[1]["trained_images"]:
+        mode, epochs = "incremental", hp.epochs_incremental
+        new = [i for i in train if i["event_id"] in new_ids]
+        replay = math.ceil(hp.replay_ratio * len(new))
+        fit_on = new + [old[k] for k in rng.choice(len(old), min(replay, len(old)), replace=False)] if new else []
+    else:
+        mode, epochs, fit_on = "from_scratch", hp.epochs_from_scratch, train
+    net = _new_net(dim, tags, categories, parent if mode == "incremental" else None, hp)
+    with _one_torch_thread():
+        _fit(net, fit_on, tags, categories, epochs, hp)
+    save_tensors({name: t.detach().contiguous() for name, t in net.state_dict().items()}, out_dir / TAGGER_WEIGHTS)
+    _write_json(out_dir / TAGGER_VOCABULARY, {"tags": tags, "categories": categories, "embedding_dim": dim,
+                                              "hidden_dim": hp.hidden_dim, "trained_images": len(train)})
+    tag_f1, category_accuracy = _score(Tagger.load(out_dir), holdout, hp)
+    parent_scores = _score(Tagger.load(parent_dir), holdout, hp) if parent is not None else (None, None)
+    return {"mode": mode, "train_images": len(fit_on), "holdout_images": len(holdout), "tag_f1": tag_f1,
+            "category_accuracy": category_accuracy, "tag_f1_parent": parent_scores[0],
+            "category_accuracy_parent": parent_scores[1]}
+
+
+def _parent_tagger(parent_dir: Path | None, dim: int, hp: ImageHParams) -> tuple[dict, dict] | None:
+    """(weights, vocabulary) of a parent tagger this run can continue from, else None."""
+    if parent_dir is None or not (parent_dir / TAGGER_WEIGHTS).exists():
+        return None
+    vocabulary = read_json(parent_dir / TAGGER_VOCABULARY)
+    if vocabulary["embedding_dim"] != dim or vocabulary["hidden_dim"] != hp.hidden_dim:
+        return None
+    return load_tensors(parent_dir / TAGGER_WEIGHTS), vocabulary
+
+
+def _new_net(dim: int, tags: list[str], categories: list[str], parent: tuple[dict, dict] | None,
+             hp: ImageHParams) -> _TaggerNet:
+    """A seeded network; with a parent, its trunk and the head rows of every label both vocabularies share."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(hp.seed)
+        net = _TaggerNet(dim, hp.hidden_dim, len(tags), len(categories))
+    if parent is None:
+        return net
+    weights, vocabulary = parent
+    with torch.no_grad():
+        net.trunk.weight.copy_(weights["trunk.weight"])
+        net.trunk.bias.copy_(weights["trunk.bias"])
+        for head, names, parent_names in ((net.tags, tags, vocabulary["tags"]),
+                                          (net.category, categories, vocabulary["categories"])):
+            parent_row = {name: row for row, name in enumerate(parent_names)}
+            prefix = "tags" if head is net.tags else "category"
+            for row, name in enumerate(names):
+                if name in parent_row:
+                    head.weight[row] = weights[f"{prefix}.weight"][parent_row[name]]
+                    head.bias[row] = weights[f"{prefix}.bias"][parent_row[name]]
+    return net
+
+
+def _fit(net: _TaggerNet, images: list[dict], tags: list[str], categories: list[str], epochs: int,
+         hp: ImageHParams) -> None:
+    """Adam on tag BCE plus category cross-entropy (images without a category add only the former)."""
+    if not images:
+        return
+    x = torch.tensor(unit_rows(np.asarray([i["embedding"] for i in images], np.float32)))
+    tag_row = {tag: row for row, tag in enumerate(tags)}
+    tag_targets = torch.zeros(len(images), len(tags))
+    for k, image in enumerate(images):
+        tag_targets[k, [tag_row[t] for t in image["tags"] if t in tag_row]] = 1.0
+    category_row = {category: row for row, category in enumerate(categories)}
+    category_targets = torch.tensor([category_row.get(i["category"], -1) for i in images])
+    optimizer = torch.optim.AdamW(net.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    generator = torch.Generator().manual_seed(hp.seed)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(images), generator=generator).split(hp.batch_size):
+            tag_logits, category_logits = net(x[batch])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(tag_logits, tag_targets[batch]) if tags \
+                else torch.zeros(())
+            labelled = category_targets[batch] >= 0
+            if categories and labelled.any():
+                loss = loss + torch.nn.functional.cross_entropy(category_logits[labelled],
+                                                                category_targets[batch][labelled])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """This network is tiny: on a busy CPU, syncing torch's thread pool costs 20x the arithmetic (measured: 0.5 ms
+    a step on one thread, 12 ms on two). torch's setting is process-wide, so it is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _score(tagger: Tagger, holdout: list[dict], hp: ImageHParams) -> tuple[float | None, float | None]:
+    """(micro tag F1 over the images' own tags, category accuracy) on the held-out images, as served."""
+    if not holdout:
+        return None, None
+    tag_rows, category_rows = tagger.predict(np.asarray([i["embedding"] for i in holdout], float))
+    true_positives = predicted = actual = 0
+    for image, row in zip(holdout, tag_rows):
+        guessed = {tag for tag, p in zip(tagger.tags, row) if p >= hp.tag_threshold}
+        true_positives += len(guessed & set(image["tags"]))
+        predicted += len(guessed)
+        actual += len(set(image["tags"]))
+    tag_f1 = 2 * true_positives / (predicted + actual) if predicted + actual else None
+    labelled = [(image["category"], row) for image, row in zip(holdout, category_rows) if image["category"]]
+    right = sum(tagger.categories[int(np.argmax(row))] == category for category, row in labelled if len(row))
+    return tag_f1, right / len(labelled) if labelled else None
+
+
+# --- b) category patterns -----------------------------------------------------------------------------------------
+def _category_patterns(images: list[dict], tags: list[str], categories: list[str], hp: ImageHParams) -> dict:
+    """The seed's {count, common_words, co_occurring_tags} per category, plus the full word and tag counts (each
+    image counted once) that serving's category guess uses. Words need as many owners as labels do."""
+    words_of = {image["image_id"]: set(terms_of(image["caption"] or "")) for image in images}
+    owners: dict[str, set[str]] = {}
+    for image in images:
+        for word in words_of[image["image_id"]]:
+            owners.setdefault(word, set()).add(image["owner"])
+    shared_tags = set(tags)
+    patterns = {}
+    for category in categories:
+        members = [image for image in images if image["category"] == category]
+        words = Counter(w for i in members for w in words_of[i["image_id"]] if len(owners[w]) >= hp.min_label_owners)
+        tag_counts = Counter(t for i in members for t in set(i["tags"]) if t in shared_tags)
+        patterns[category] = {
+            "count": len(members),
+            "common_words": [w for w, _ in sorted(words.items(), key=_by_count)[:hp.pattern_terms]],
+            "co_occurring_tags": [t for t, _ in sorted(tag_counts.items(), key=_by_count)[:hp.pattern_terms]],
+            "word_counts": dict(sorted(words.items())),
+            "tag_counts": dict(sorted(tag_counts.items())),
+        }
+    return patterns
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+# --- c) synonyms --------------------------------------------------------------------------------------------------
+_RIDGE = 1.0  # keeps the per-tag look effects defined for tags that always come together
+
+
+def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str, list[list[Any]]]:
+    """tag -> [[synonym, score]]. Two tags are synonyms when they keep the same company (the other tags and the
+    categories they come with) and either
+    * both visibly change how an image looks, in the same way (car and automobile; cat and dog look different), or
+    * the look cannot tell (no embeddings, or too few images) and they come together far less often than their
+      categories predict: people write one name or the other."""
+    rows = [i for i in images if i["category"] and i["tags"]]
+    counts = Counter(t for i in rows for t in set(i["tags"]))
+    candidates = [t for t in tags if counts[t] >= hp.synonym_min_images]
+    if len(candidates) < 2:
+        return {}
+    column = {tag: k for k, tag in enumerate(candidates)}
+    incidence = np.zeros((len(rows), len(candidates)))
+    for k, image in enumerate(rows):
+        incidence[k, [column[t] for t in image["tags"] if t in column]] = 1
+    categories = sorted({i["category"] for i in rows})
+    membership = np.zeros((len(rows), len(categories)))
+    membership[np.arange(len(rows)), [categories.index(i["category"]) for i in rows]] = 1
+    context, apart = _company(incidence, membership, hp)
+    look, visible = _look_alike(rows, incidence, membership, hp)
+    both_visible = visible[:, None] & visible[None, :]
+    same = (context >= hp.synonym_context) & np.where(both_visible, look >= hp.synonym_look,
+                                                      apart >= 1 - hp.synonym_together_ratio)
+    np.fill_diagonal(same, False)
+    score = (context + np.where(both_visible, look, apart)) / 2
+    synonyms: dict[str, list[list[Any]]] = {}
+    for a, b in zip(*np.nonzero(same)):
+        synonyms.setdefault(candidates[a], []).append([candidates[b], round(float(score[a, b]), 4)])
+    return {tag: sorted(found, key=lambda pair: (-pair[1], pair[0])) for tag, found in sorted(synonyms.items())}
+
+
+def _company(incidence: np.ndarray, membership: np.ndarray, hp: ImageHParams) -> tuple[np.ndarray, np.ndarray]:
+    """(context, apart), tag by tag. context: cosine of the tags' company (P(other tag | tag) and P(category |
+    tag)), leaving out each other. apart: 1 - (images with both) / (images with both if the tags were independent
+    within each category), where so few is also significant (Poisson); -inf elsewhere."""
+    together = incidence.T @ incidence
+    np.fill_diagonal(together, 0)
+    per_tag = incidence.sum(0)[:, None]
+    company = np.hstack([together, incidence.T @ membership]) / per_tag
+    pair_share = together / per_tag
+    squares = (company ** 2).sum(1)
+    context = company @ company.T / np.sqrt(
+        np.maximum((squares[:, None] - pair_share ** 2) * (squares[None, :] - pair_share.T ** 2), 1e-12))
+    by_category = incidence.T @ membership
+    expected = np.maximum((by_category / membership.sum(0)) @ by_category.T, 1e-12)
+    significant = poisson.cdf(together, expected) <= hp.synonym_absence_p
+    return context, np.where(significant, 1 - together / expected, -np.inf)
+
+
+def _look_alike(rows: list[dict], incidence: np.ndarray, membership: np.ndarray,
+                hp: ImageHParams) -> tuple[np.ndarray, np.ndarray]:
+    """(look, visible). Each tag's own effect on the embedding, relative to its category's mean, by ridge
+    regression (a tag's mean image also carries the tags it comes with, which made unrelated tags of a category
+    look alike); look is the cosine of two effects. visible: the effect stands out of the noise by
+    synonym_visible_ratio standard errors."""
+    tags = incidence.shape[1]
+    dim = _common_length([i["embedding"] for i in rows])
+    embedded = np.array([bool(i["embedding"]) and len(i["embedding"]) == dim for i in rows])
+    if embedded.sum() < 2:
+        return np.zeros((tags, tags)), np.zeros(tags, bool)
+    x = unit_rows(np.asarray([i["embedding"] for i, keep in zip(rows, embedded) if keep], float))
+    incidence, membership = incidence[embedded], membership[embedded]
+    residual = x - membership @ ((membership.T @ x) / np.maximum(membership.sum(0), 1)[:, None])
+    effects = np.linalg.solve(incidence.T @ incidence + _RIDGE * np.eye(tags), incidence.T @ residual)
+    noise_per_image = ((residual - incidence @ effects) ** 2).sum() / len(x)  # squared norm
+    standard_error = noise_per_image / np.maximum(incidence.sum(0), 1)
+    visible = (effects ** 2).sum(1) >= hp.synonym_visible_ratio ** 2 * standard_error
+    return unit_rows(effects) @ unit_rows(effects).T, visible
+
+
+# --- d) people ----------------------------------------------------------------------------------------------------
+def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> dict:
+    """Consented faces (the only ones stored) clustered with HDBSCAN; a face it calls noise is in no person. Each
+    cluster keeps the id of the parent's nearest person (one-to-one, within person_match_distance); others get new
+    ids. Centres are biometric data derived from consented faces, recomputed every run (erased faces leave)."""
+    parent = read_json(parent_dir / FACE_CLUSTERS) if parent_dir and (parent_dir / FACE_CLUSTERS).exists() else {}
+    next_number = parent.get("next_person", 1)
+    faces = [(i["image_id"], face["embedding"]) for i in images for face in i["faces"]]
+    dim = _common_length([embedding for _, embedding in faces])
+    faces = [(image_id, embedding) for image_id, embedding in faces if len(embedding) == dim]
+    if len(faces) <= hp.min_person_faces:
+        return {"next_person": next_number, "persons": []}
+    vectors = unit_rows(np.asarray([embedding for _, embedding in faces], float))
+    labels = HDBSCAN(min_cluster_size=hp.min_person_faces, copy=True).fit(vectors).labels_
+    clusters = [np.flatnonzero(labels == label) for label in sorted(set(labels) - {-1})]
+    if not clusters:
+        return {"next_person": next_number, "persons": []}
+    centres = unit_rows(np.asarray([vectors[members].mean(0) for members in clusters]))
+    ids, next_number = _stable_person_ids(centres, parent.get("persons", []), next_number, hp)
+    persons = [{"person_id": person_id, "faces": len(members), "centroid": [round(v, 6) for v in centre.tolist()],
+                "image_ids": sorted({faces[k][0] for k in members})}
+               for person_id, members, centre in zip(ids, clusters, centres)]
+    return {"next_person": next_number, "persons": sorted(persons, key=lambda p: int(p["person_id"].split("-")[1]))}
+
+
+def _stable_person_ids(centres: np.ndarray, parent_persons: list[dict], next_number: int,
+                       hp: ImageHParams) -> tuple[list[str], int]:
+    ids: list[str | None] = [None] * len(centres)
+    if parent_persons:
+        parent_centres = unit_rows(np.asarray([p["centroid"] for p in parent_persons], float))
+        if parent_centres.shape[1] == centres.shape[1]:
+            distance = np.linalg.norm(centres[:, None, :] - parent_centres[None, :, :], axis=-1)
+            for row, col in zip(*linear_sum_assignment(distance)):
+                if distance[row, col] <= hp.person_match_distance:
+                    ids[row] = parent_persons[col]["person_id"]
+    for row in range(len(ids)):
+        if ids[row] is None:
+            ids[row] = f"person-{next_number}"
+            next_number += 1
+    return ids, next_number
+
+
+# --- e) search index, f) report -----------------------------------------------------------------------------------
+def _write_search_index(images: list[dict], tags: list[str], out_dir: Path, hp: ImageHParams) -> None:
+    """Per image its owner (for erasure filtering), category, tags and caption words; the unit embeddings; and
+    per shared tag the mean look of its images with the similarity a look-alike match starts from."""
+    dim = _common_length([i["embedding"] for i in images]) or 0
+    vectors = np.zeros((len(images), dim), np.float32)
+    rows_of: dict[str, list[int]] = {tag: [] for tag in tags}
+    for row, image in enumerate(images):
+        if image["embedding"] and len(image["embedding"]) == dim:
+            vectors[row] = image["embedding"]
+            for tag in image["tags"]:
+                rows_of.get(tag, []).append(row)
+    vectors = unit_rows(vectors)
+    vector_terms, term_vectors = [], []
+    for tag, tagged in rows_of.items():
+        if tagged:
+            centre = unit_rows(vectors[tagged].mean(0))
+            vector_terms.append([tag, round(float(np.quantile(vectors[tagged] @ centre, hp.look_quantile)), 4)])
+            term_vectors.append(centre)
+    entries = [{"image_id": i["image_id"], "owner": i["owner"], "category": i["category"], "tags": i["tags"],
+                "words": sorted(set(terms_of(i["caption"] or "")))} for i in images]
+    _write_json(out_dir / SEARCH_INDEX, {"images": entries, "vector_terms": vector_terms})
+    save_arrays({"images": vectors, "terms": np.asarray(term_vectors, np.float32).reshape(len(term_vectors), dim)},
+                out_dir / SEARCH_VECTORS)
+
+
+def _report(images: list[dict], hp: ImageHParams) -> dict:
+    categories = Counter(i["category"] for i in images if i["category"])
+    return {"total_images": len(images), "total_tags": len({t for i in images for t in i["tags"]}),
+            "images_with_faces": sum(1 for i in images if i["faces"]),
+            "top_categories": [c for c, _ in sorted(categories.items(), key=_by_count)[:hp.report_top_categories]]}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_bytes(orjson.dumps(value))
