@@ -24,6 +24,7 @@ demo: $(STAMP)
 	LEARNSTREAM_DEV=1 $(VENV)/bin/learnstream demo
 
 test: $(STAMP)
+	bash ops/install_prometheus.sh
 	LEARNSTREAM_DEV=1 $(PY) -m pytest
 
 test-slow: $(STAMP)

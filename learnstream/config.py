@@ -64,6 +64,8 @@ class Settings:
     promotion_tolerance: float = 0.02
     # Serving.
     http_port: int = 8000
+    # /metrics of a process without the serving role (serving exports on http_port); None: not served.
+    metrics_port: int | None = None
     # USE_LOCAL_AI=1 answers with the local model, 0 with the remote API. Unset: the remote when one is
     # configured (the seed app's default, Groq), else the local model.
     use_local_ai: bool | None = None

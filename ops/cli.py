@@ -183,6 +183,14 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return rollback_model(_with_bootstrap(settings, start_local=False), args.family, args.version)
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.report import write_report
+
+    png, page = write_report(settings, Path(args.out) if args.out else settings.data_dir / "report")
+    print(f"{png}\n{page}")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from ops.demo import run_demo
 
@@ -241,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("family", choices=FAMILIES)
     q.add_argument("version", type=int)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("report", help="a PNG plot of the training runs and a short HTML summary")
+    p.add_argument("--out", help="output folder (default: $LEARNSTREAM_DATA_DIR/report)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the whole loop on the local broker with sample events, then exit")
     p.set_defaults(func=cmd_demo)

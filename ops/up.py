@@ -17,7 +17,7 @@ from consumers.anonymizer import AnonymizerService
 from consumers.store_writer import StoreWriterService
 from learnstream.config import Settings
 from learnstream.kafka import ensure_topics
-from serving.app import Serving, run_http
+from serving.app import Serving, metrics_app, run_http
 from trainer.service import TrainerService
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,11 @@ class Pipeline:
             if "serving" in self.roles:
                 self.serving = Serving(settings)
                 await self.serving.start()
-                self._runner = await run_http(self.serving, port=self.http_port)
+                self._runner = await run_http(self.serving.app, port=self.http_port)
                 log.info("serving on http://127.0.0.1:%d", self.http_port)
+            elif settings.metrics_port is not None:
+                self._runner = await run_http(metrics_app(), port=settings.metrics_port)
+                log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
         except BaseException:
             await self.stop()
             raise

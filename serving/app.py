@@ -55,12 +55,12 @@ def _load_image(version: Version) -> ImageModel:
 class Serving:
     """Everything a serving replica owns; start()/stop() or `async with`; `app` is the aiohttp application."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, generation: GenerationSettings = GenerationSettings()) -> None:
+        """generation: how the local chat model writes replies (length, sampling, repetition penalty)."""
         self.settings = settings
         self.key = settings.key_bytes()
         self.registry = Registry(settings.registry_dir)
         self.store = Store(settings.store_path)
-        generation = GenerationSettings()
         self.holders = {
             "chat": ModelHolder("chat", self.registry, load=lambda v: ChatModel.load(v, settings=generation)),
             "image": ModelHolder("image", self.registry, load=_load_image),
@@ -95,6 +95,8 @@ class Serving:
             await self.remote.stop()
         await self.events.stop()
         await self.store.stop()
+        for holder in self.holders.values():
+            holder.close()
 
     async def __aenter__(self) -> "Serving":
         await self.start()
@@ -199,16 +201,20 @@ class Serving:
     async def rollback(self, request: web.Request) -> web.Response:
         family = request.match_info["family"]
         body = await _json_body(request)
-        if family not in self.holders or not isinstance(body.get("version"), int):
+        version = body.get("version")
+        if family not in self.holders or not isinstance(version, int) or isinstance(version, bool):
             raise _bad_request("POST /api/models/{chat|image}/rollback with {\"version\": <int>}")
-        try:
-            with self.registry.writer_lock(wait=True):
-                event = rollback(self.registry, family, body["version"])
+        try:  # in a thread: the lock may wait for the trainer's commit, and verifying hashes every file
+            event = await asyncio.to_thread(self._rollback, family, version)
         except RegistryError as exc:
             raise web.HTTPNotFound(text=orjson.dumps({"error": str(exc)}).decode(),
                                    content_type="application/json") from None
         await self.events.send_raw(topics.MODEL_UPDATED, orjson.dumps(event), key=family.encode())
-        return web.json_response({"family": family, "served_version": body["version"]})
+        return web.json_response({"family": family, "served_version": version})
+
+    def _rollback(self, family: str, version: int) -> dict[str, Any]:
+        with self.registry.writer_lock(wait=True):
+            return rollback(self.registry, family, version)
 
     # ---- images --------------------------------------------------------------------------------------------
 
@@ -219,7 +225,7 @@ class Serving:
     async def image_enhance(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         caption, tags, embedding = body.get("caption"), body.get("tags"), body.get("embedding")
-        if caption is None and tags is None and embedding is None:
+        if not caption and not tags and not embedding:  # an empty caption or list describes nothing either
             raise _bad_request("give at least one of caption, tags, embedding")
         if (caption is not None and not isinstance(caption, str)) or (
             tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags))) or (
@@ -227,7 +233,10 @@ class Serving:
                                            and all(isinstance(x, (int, float)) for x in embedding))):
             raise _bad_request("caption is a string, tags a list of strings, embedding a list of numbers")
         model, version = self._image_model()
-        result = model.enhance(caption=caption, tags=tags, embedding=embedding)
+        try:
+            result = model.enhance(caption=caption, tags=tags, embedding=embedding)
+        except ValueError as exc:  # an embedding of another dimension than the served model's
+            raise _bad_request(str(exc)) from None
         return web.json_response({**result, "model_version": version})
 
     async def image_search(self, request: web.Request) -> web.Response:
@@ -276,12 +285,23 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
 
 
-async def run_http(serving: Serving, *, port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Start serving HTTP on the port; the caller cleans up the returned runner."""
-    runner = web.AppRunner(serving.app, access_log=None)  # access logs would carry session ids in URLs/bodies
+def metrics_app() -> web.Application:
+    """Only GET /metrics: for processes that run roles without serving (LEARNSTREAM_METRICS_PORT)."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics)])
+    return app
+
+
+async def run_http(app: web.Application, *, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start serving an app over HTTP on the port; the caller cleans up the returned runner."""
+    runner = web.AppRunner(app, access_log=None)  # access logs would carry session ids in URLs/bodies
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
 
 
-__all__ = ["Serving", "run_http"]
+__all__ = ["Serving", "metrics_app", "run_http"]
