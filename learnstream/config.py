@@ -80,6 +80,13 @@ class Settings:
     remote_api_key: str | None = None
     remote_model: str = "llama-3.1-8b-instant"
     remote_timeout_s: float = 20.0
+    # Reply generation of the local chat model (see serving/generation.py).
+    chat_max_new_tokens: int = 64
+    chat_do_sample: bool = True
+    chat_temperature: float = 0.8
+    chat_top_p: float = 0.9
+    chat_top_k: int = 50
+    chat_repetition_penalty: float = 1.3
     # Bearer tokens by role: "clinician:tok1,app:tok2,admin:tok3". Empty: app endpoints open, others 403.
     api_tokens: str = ""
     # Kafka client security, passed through to every client (PLAINTEXT, SSL, SASL_SSL, SASL_PLAINTEXT).

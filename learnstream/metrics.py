@@ -9,7 +9,13 @@ DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["t
 SKIPPED_NO_CONSENT = Counter("learnstream_consent_skipped_total", "Events without training consent", ["family"])
 SAMPLES_STORED = Counter("learnstream_samples_stored_total", "Anonymized samples written to the store", ["family"])
 ERASURES = Counter("learnstream_erasures_total", "Erasure requests applied", ["stage"])
-LAG_RECORDS = Gauge("learnstream_consumer_lag_records", "End offset minus next offset", ["topic", "partition", "group"])
+_PARTITION = ["topic", "partition", "group"]
+LAG_RECORDS = Gauge("learnstream_consumer_lag_records", "End offset minus committed offset", _PARTITION)
+END_OFFSET = Gauge("learnstream_consumer_end_offset", "Partition end offset (high watermark)", _PARTITION)
+COMMITTED_OFFSET = Gauge("learnstream_consumer_committed_offset", "Offset committed by the group", _PARTITION)
+LAG_SECONDS = Gauge(
+    "learnstream_consumer_lag_seconds", "Age of the last record processed while behind; 0 when caught up", _PARTITION
+)
 NAMES_NOT_REMOVED = Gauge(
     "learnstream_anonymizer_names_disabled", "1 when no NER model is loaded: names are NOT being removed"
 )
@@ -26,3 +32,15 @@ SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
 REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])
 SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Crisis messages answered by the safety backend", ["category"])
+
+
+def start_at_zero(families: tuple[str, ...]) -> None:
+    """Create the label children we know of, so increase() sees the very first event of each."""
+    for family in families:
+        for decision in ("promoted", "rejected"):
+            TRAINING_RUNS.labels(family=family, decision=decision)
+        TRAINING_FAILURES.labels(family=family)
+        SAMPLES_STORED.labels(family=family)
+        SKIPPED_NO_CONSENT.labels(family=family)
+        for result in ("ok", "failed", "rejected"):
+            SWAPS.labels(family=family, result=result)

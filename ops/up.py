@@ -15,9 +15,11 @@ from typing import Any
 
 from consumers.anonymizer import AnonymizerService
 from consumers.store_writer import StoreWriterService
-from learnstream.config import Settings
+from learnstream.config import FAMILIES, Settings
 from learnstream.kafka import ensure_topics
+from learnstream.metrics import start_at_zero
 from serving.app import Serving, metrics_app, run_http
+from serving.generation import GenerationSettings
 from trainer.service import TrainerService
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Pipeline:
     async def start(self) -> None:
         settings = self.settings
         settings.key_bytes()  # refuses to start without a pseudonym key (unless dev)
+        start_at_zero(FAMILIES)
         await ensure_topics(settings)
         if "trainer" in self.roles:
             self._services.append(TrainerService(settings))
@@ -60,7 +63,10 @@ class Pipeline:
                 await service.start()
                 self._tasks.append(asyncio.create_task(service.run(), name=type(service).__name__))
             if "serving" in self.roles:
-                self.serving = Serving(settings)
+                self.serving = Serving(settings, generation=GenerationSettings(
+                    max_new_tokens=settings.chat_max_new_tokens, do_sample=settings.chat_do_sample,
+                    temperature=settings.chat_temperature, top_p=settings.chat_top_p, top_k=settings.chat_top_k,
+                    repetition_penalty=settings.chat_repetition_penalty))
                 await self.serving.start()
                 self._runner = await run_http(self.serving.app, port=self.http_port)
                 log.info("serving on http://127.0.0.1:%d", self.http_port)

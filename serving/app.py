@@ -22,7 +22,7 @@ from schemas import new_event_id, utc_now
 from serving import auth, safety
 from serving.backends import (BackendError, ChatRouter, LocalBackend, RemoteBackend, RemoteSettings,
                               RouterSettings)
-from serving.chat_model import ChatModel
+from serving.chat_model import ChatModelLoader
 from serving.generation import GenerationSettings, SessionHistory
 from serving.holders import ModelHolder
 from serving.image_model import ImageModel
@@ -62,7 +62,7 @@ class Serving:
         self.registry = Registry(settings.registry_dir)
         self.store = Store(settings.store_path)
         self.holders = {
-            "chat": ModelHolder("chat", self.registry, load=lambda v: ChatModel.load(v, settings=generation)),
+            "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation)),
             "image": ModelHolder("image", self.registry, load=_load_image),
         }
         self.updates = ModelUpdates(settings, self.holders)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from learnstream.registry import Version
 from serving.generation import GenerationSettings, generate_reply
+
+WARM_UP_TOKENS = 2
+MODEL_FILES = ("config.json", "generation_config.json")  # besides the weights: what the tokenizer never reads
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -16,18 +20,52 @@ class ChatModel:
     settings: GenerationSettings
 
     @classmethod
-    def load(cls, version: Version, *, settings: GenerationSettings) -> "ChatModel":
-        """The same from_pretrained call loads the embedded base, a trained version or DialoGPT-small."""
+    def load(cls, version: Version, *, settings: GenerationSettings, tokenizer: Any = None) -> "ChatModel":
+        """The same from_pretrained call loads the embedded base, a trained version or DialoGPT-small.
+        tokenizer: one already loaded from identical files (see ChatModelLoader); None loads the version's."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(version.path)
+        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(version.path)
         model = AutoModelForCausalLM.from_pretrained(version.path, dtype=torch.float32)
         model.eval()
-        chat = cls(model, tokenizer, settings)
-        chat.reply(["hello"])  # warm-up: the first request must not pay for lazy initialisation
-        return chat
+        # Serving generates one sequence at a time, never padded. GPT-2 configs reuse eos as pad, and every
+        # context ends with an eos (the turn separator); transformers drops the all-ones attention mask that
+        # generate_reply passes and then logs "We strongly recommend passing in an attention_mask" for it.
+        model.config.pad_token_id = None
+        # Warm-up: the first request must not pay for lazy initialisation. Two tokens run both the prompt pass and
+        # a cached decoding step; a full reply would only take CPU from the requests served meanwhile.
+        generate_reply(model, tokenizer, ["hello"], settings=replace(settings, max_new_tokens=WARM_UP_TOKENS))
+        return cls(model, tokenizer, settings)
 
     def reply(self, history: list[str]) -> tuple[str, float]:
         """(reply, confidence) for a conversation whose last turn is the user's message. Thread-safe."""
         return generate_reply(self.model, self.tokenizer, history, settings=self.settings)
+
+
+def tokenizer_fingerprint(version: Version) -> tuple[tuple[str, str], ...] | None:
+    """The names and hashes of every file of the version but its weights and model config; None if it lists none."""
+    files = version.manifest.get("files") or {}
+    return tuple(sorted((name, digest) for name, digest in files.items()
+                        if name not in MODEL_FILES and not name.endswith(WEIGHT_SUFFIXES))) or None
+
+
+class ChatModelLoader:
+    """The chat holder's load(version): ChatModel.load, reusing the last tokenizer when its files are unchanged.
+
+    Reading a 50257-token tokenizer holds the GIL for ~0.5 s, stalling every request meanwhile (bench/swap.py),
+    and fine-tuned versions keep their parent's tokenizer, so most swaps need not read it again. Called from one
+    thread at a time (the holder's loader).
+    """
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        self._settings = settings
+        self._fingerprint: tuple[tuple[str, str], ...] | None = None
+        self._tokenizer: Any = None
+
+    def __call__(self, version: Version) -> ChatModel:
+        fingerprint = tokenizer_fingerprint(version)
+        reusable = self._tokenizer if fingerprint is not None and fingerprint == self._fingerprint else None
+        chat = ChatModel.load(version, settings=self._settings, tokenizer=reusable)
+        self._fingerprint, self._tokenizer = fingerprint, chat.tokenizer
+        return chat

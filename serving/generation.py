@@ -79,7 +79,7 @@ def generate_reply(model, tokenizer, history: list[str], *, settings: Generation
     with torch.inference_mode():
         output = model.generate(
             input_ids,
-            attention_mask=torch.ones_like(input_ids),
+            attention_mask=torch.ones_like(input_ids),  # one sequence, no padding (see ChatModel.load on pad)
             max_new_tokens=settings.max_new_tokens,
             do_sample=settings.do_sample,
             repetition_penalty=settings.repetition_penalty,

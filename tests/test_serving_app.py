@@ -1,0 +1,271 @@
+"""The serving app as a replica runs it, on the real broker: roles, crisis safety and its flag on safety.flags,
+the remote, hybrid and A/B backends against the local stand-in, version 0 before any training, image enhance."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import TopicPartition
+from transformers import modeling_utils
+
+from learnstream import kafka, topics
+from learnstream.config import FAMILIES, Settings
+from learnstream.pseudonym import pseudonym
+from learnstream.registry import MANIFEST, Registry
+from serving import safety
+from serving.app import Serving
+from tests.remote_standin import RemoteStandin
+from trainer.run import ensure_base
+
+pytestmark = pytest.mark.kafka
+
+TOKENS = {"clinician": "clin-token-1", "app": "app-token-1", "admin": "admin-token-1"}
+TOKEN_SPEC = ",".join(f"{role}:{token}" for role, token in TOKENS.items())
+BACKENDS = {"local", "remote", "safety"}
+ROUTINE = "I feel a bit tense at work this week"
+COMPLEX = "Should I change my medication dose?"  # a clinical term: hybrid asks the remote first
+CRISIS = {  # message -> the category it is flagged with
+    "i dont want to be here anymore": "suicide",
+    "Ive been thinking about k1lling myself": "suicide",
+    "I have been cutting my arms again": "self_harm",
+    "my partner hits me when he is drunk": "abuse",
+}
+
+Serve = Callable[..., Awaitable[tuple[TestClient, Serving]]]
+
+
+def chat_event(session: str = "s-1") -> dict:
+    return {"schema": "chat.v1", "event_id": uuid.uuid4().hex, "ts": "2026-11-01T10:00:00Z", "user_id": "u-1",
+            "session_id": session, "role": "patient", "text": ROUTINE, "consent": {"training": True}}
+
+
+def bearer(role: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"} if role else {}
+
+
+@pytest.fixture(scope="module")
+async def template(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Topics and a data dir holding version 0 of both families, built once; each replica gets a copy of it."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("serving") / "data", bootstrap_servers=kafka_bootstrap,
+                        topic_prefix=f"t{uuid.uuid4().hex[:10]}.", partitions=1, pseudonym_key="test-key")
+    await kafka.ensure_topics(settings)
+    for family in FAMILIES:
+        await asyncio.to_thread(ensure_base, settings, Registry(settings.registry_dir), family)
+    return settings
+
+
+@pytest.fixture
+async def serve(template: Settings, tmp_path: Path) -> AsyncIterator[Serve]:
+    """serve(**settings overrides) -> a started replica and a test client for its app; stopped at teardown."""
+    started: list[tuple[TestClient, Serving]] = []
+
+    async def start(**overrides) -> tuple[TestClient, Serving]:
+        data_dir = tmp_path / f"data{len(started)}"
+        shutil.copytree(template.data_dir, data_dir)
+        serving = Serving(dataclasses.replace(template, data_dir=data_dir, **overrides))
+        await serving.start()
+        client = TestClient(TestServer(serving.app))
+        await client.start_server()
+        started.append((client, serving))
+        return client, serving
+
+    yield start
+    for client, serving in reversed(started):
+        await client.close()
+        await serving.stop()
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[RemoteStandin]:
+    async with RemoteStandin() as server:
+        yield server
+
+
+def remote_settings(standin: RemoteStandin) -> dict:
+    return {"remote_url": standin.base_url, "remote_api_key": standin.api_key, "remote_model": standin.model}
+
+
+async def chat(client: TestClient, message: str, *, session: str = "s-1", user: str | None = None,
+               headers: dict[str, str] | None = None) -> dict:
+    body = {"session_id": session, "message": message, **({"user_id": user} if user else {})}
+    response = await client.post("/api/chat", json=body, headers=headers or {})
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert answer["backend"] in BACKENDS and answer["reply"]  # every reply says who answered
+    return answer
+
+
+# ---- roles ---------------------------------------------------------------------------------------------------
+
+
+async def test_with_tokens_every_endpoint_needs_its_role(serve: Serve) -> None:
+    client, _ = await serve(api_tokens=TOKEN_SPEC)
+    chat_body = {"session_id": "s-1", "message": ROUTINE}
+    cases = [  # path, body, caller's role (None: no token), expected status
+        *[("/api/ai/trigger-training", {}, role, status)
+          for role, status in ((None, 401), ("app", 403), ("admin", 403), ("clinician", 202))],
+        *[("/api/models/chat/rollback", {"version": 0}, role, status)
+          for role, status in ((None, 401), ("app", 403), ("clinician", 403), ("admin", 200))],
+        *[("/api/chat", chat_body, role, status)
+          for role, status in ((None, 401), ("clinician", 403), ("admin", 403), ("app", 200))],
+        *[("/api/events", chat_event(), role, status)
+          for role, status in ((None, 401), ("clinician", 403), ("admin", 403), ("app", 202))],
+    ]
+    for path, body, role, status in cases:
+        response = await client.post(path, json=body, headers=bearer(role))
+        text = await response.text()
+        assert response.status == status, (path, role, text)
+        assert not any(token in text for token in TOKENS.values())
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    unknown = await client.post("/api/ai/trigger-training", json={}, headers={"Authorization": "Bearer guess"})
+    assert unknown.status == 401
+
+
+@pytest.mark.parametrize("dev", [False, True])
+async def test_without_tokens_app_endpoints_are_open_and_the_others_need_dev(serve: Serve, dev: bool) -> None:
+    client, _ = await serve(dev=dev)
+    assert (await client.post("/api/chat", json={"session_id": "s-1", "message": ROUTINE})).status == 200
+    assert (await client.post("/api/events", json=chat_event())).status == 202
+    # A token means nothing when none is configured.
+    trigger = await client.post("/api/ai/trigger-training", json={}, headers={"Authorization": "Bearer x"})
+    assert trigger.status == (202 if dev else 403)
+    assert (await client.post("/api/models/chat/rollback", json={"version": 0})).status == (200 if dev else 403)
+
+
+async def test_admin_rollback_is_announced_and_swapped_in(serve: Serve) -> None:
+    client, serving = await serve(api_tokens=TOKEN_SPEC)
+    registry = serving.registry
+    base = registry.get("chat", 0)
+    with registry.writer_lock(), registry.staging("chat") as staged:  # version 1: a copy of the base
+        for file in base.path.iterdir():
+            if file.name != MANIFEST:
+                shutil.copy2(file, staged / file.name)
+        registry.commit("chat", staged, {"parent_version": 0, "decision": "promoted", "reason": "test"})
+    base_model = weakref.ref(serving.holders["chat"].current.model)
+    base_tokenizer = serving.holders["chat"].current.model.tokenizer
+    for body, status in (({"version": 99}, 404), ({"version": True}, 400), ({"version": 1}, 200)):
+        response = await client.post("/api/models/chat/rollback", json=body, headers=bearer("admin"))
+        assert response.status == status, await response.text()
+    async with asyncio.timeout(20):  # its own model.updated event, heard on the broker (reconciling takes 30 s)
+        while serving.holders["chat"].version != 1 or base_model() is not None:  # swapped, and the old one freed
+            await asyncio.sleep(0.05)
+    assert registry.served("chat") == 1
+    assert serving.holders["chat"].current.model.tokenizer is base_tokenizer  # same files: not read again
+    assert (await chat(client, ROUTINE, headers=bearer("app")))["model_version"] == 1
+
+
+# ---- crisis safety -------------------------------------------------------------------------------------------
+
+
+async def read_flags(settings: Settings, count: int) -> list[tuple[bytes, bytes]]:
+    """The first `count` records of safety.flags, as (key, value)."""
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.prefixed(settings, topics.SAFETY_FLAGS), 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        records = []
+        async with asyncio.timeout(30):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records += [(record.key, record.value) for record in batch]
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_crisis_messages_get_the_vetted_reply_and_a_pseudonymous_flag(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    client, serving = await serve(use_local_ai=False, **remote_settings(standin))
+    sessions = {message: f"session-raw-{n}" for n, message in enumerate(CRISIS)}
+    for message, session in sessions.items():
+        answer = await chat(client, message, session=session, user="user-raw-7")
+        assert answer["backend"] == "safety" and answer["reply"] == safety.CRISIS_REPLY
+        assert all(number in answer["reply"] for number in ("116 123", "NHS 111", "999"))
+    assert standin.received == []  # no model, local or remote, saw them
+    assert (await chat(client, ROUTINE, session="session-raw-0"))["backend"] == "remote"
+
+    records = await read_flags(serving.settings, len(CRISIS))
+    expected = {pseudonym(serving.key, "session", session): CRISIS[message] for message, session in sessions.items()}
+    flags = [orjson.loads(value) for _, value in records]
+    assert {flag["session"]: flag["category"] for flag in flags} == expected
+    assert [key.decode() for key, _ in records] == [flag["session"] for flag in flags]
+    assert {flag["schema"] for flag in flags} == {"safety.flag.v1"}
+    raw = b"".join(key + value for key, value in records)
+    for secret in (*sessions.values(), *CRISIS, "user-raw-7", "k1lling", "cutting"):
+        assert secret.encode() not in raw
+
+
+# ---- backends ------------------------------------------------------------------------------------------------
+
+
+async def test_use_local_ai_0_answers_with_the_remote(serve: Serve, standin: RemoteStandin) -> None:
+    client, _ = await serve(use_local_ai=False, **remote_settings(standin))
+    answer = await chat(client, ROUTINE)
+    assert answer == {"reply": standin.behaviour.reply, "model_version": None, "backend": "remote"}
+    assert standin.received[-1]["model"] == standin.model
+
+
+async def test_hybrid_routes_complex_messages_remote_and_falls_back_to_local(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    client, _ = await serve(chat_mode="hybrid", **remote_settings(standin))
+    assert (await chat(client, COMPLEX))["backend"] == "remote"
+    standin.behaviour.fail_status = 503
+    answer = await chat(client, COMPLEX, session="s-2")
+    assert answer["backend"] == "local" and answer["model_version"] == 0
+
+
+async def test_ab_arms_answer_in_their_modes_and_show_in_metrics(serve: Serve, standin: RemoteStandin) -> None:
+    client, serving = await serve(use_local_ai=False, ab_mode="local", ab_share=0.5, **remote_settings(standin))
+    users = [f"user-raw-{n}" for n in range(16)]
+    for n, user in enumerate(users):
+        arm = serving.router.arm_of(pseudonym(serving.key, "user", user))
+        answer = await chat(client, ROUTINE, session=f"s-{n}", user=user)
+        assert answer["backend"] == ("local" if arm == "treatment" else "remote")
+    metrics = await (await client.get("/metrics")).text()
+    for arm, backend in (("treatment", "local"), ("control", "remote")):
+        assert f'learnstream_chat_replies_total{{arm="{arm}",backend="{backend}"}}' in metrics
+        assert f'learnstream_chat_backend_latency_seconds_count{{arm="{arm}",backend="{backend}"}}' in metrics
+    assert "user-raw" not in metrics
+
+
+# ---- the base model and images -------------------------------------------------------------------------------
+
+
+async def test_version_0_answers_before_any_training(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = await serve()
+    assert (await (await client.get("/readyz")).json())["served"] == {"chat": 0, "image": 0}
+    logged: list[str] = []
+    monkeypatch.setattr(modeling_utils.logger, "warning_once", lambda message, *args: logged.append(message))
+    answer = await chat(client, ROUTINE)
+    assert answer["backend"] == "local" and answer["model_version"] == 0
+    assert not [message for message in logged if "attention_mask" in message]
+    status = await (await client.get("/api/ai/training-status")).json()
+    assert status["families"]["chat"]["served_version"] == 0
+
+
+async def test_image_enhance_needs_something_to_describe(serve: Serve) -> None:
+    client, _ = await serve()
+    for body in ({}, {"caption": "", "tags": []}, {"caption": 3}, {"tags": "red"}, {"embedding": ["x"]}, []):
+        response = await client.post("/api/images/enhance", json=body)
+        assert response.status == 400, body
+        assert "error" in await response.json()
+    assert (await client.post("/api/images/enhance", data=b"not json")).status == 400
+    response = await client.post("/api/images/enhance", json={"caption": "a woman wearing a red dress"})
+    assert response.status == 200
+    answer = await response.json()
+    assert set(answer) == {"description", "suggested_tags", "category", "model_version"}
+    assert answer["model_version"] == 0
