@@ -160,6 +160,11 @@ class Store:
         ).fetchall()
         return {reason: n for reason, n in rows}
 
+    async def erased_owners(self) -> set[str]:
+        """Pseudonyms of every erased owner (serving hides their images before the next run)."""
+        rows = await (await self.db.execute("SELECT owner FROM erasures")).fetchall()
+        return {row[0] for row in rows}
+
     async def erased_samples(self, family: str) -> list[tuple[int, str]]:
         """(sample id, erased_at) of erased samples: the registry marks versions trained on them."""
         rows = await (

@@ -218,9 +218,13 @@ class Serving:
 
     # ---- images --------------------------------------------------------------------------------------------
 
-    def _image_model(self) -> tuple[ImageModel, int | None]:
+    async def _image_model(self) -> tuple[ImageModel, int | None]:
+        """The served image model, with erased owners' images hidden at once (the next run drops them)."""
         served = self.holders["image"].current
-        return (served.model, served.version) if served else (ImageModel.empty(), None)
+        if served is None:
+            return ImageModel.empty(), None
+        erased = await self.store.erased_owners()
+        return (served.model.without_owners(erased) if erased else served.model), served.version
 
     async def image_enhance(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -232,7 +236,7 @@ class Serving:
             embedding is not None and not (isinstance(embedding, list)
                                            and all(isinstance(x, (int, float)) for x in embedding))):
             raise _bad_request("caption is a string, tags a list of strings, embedding a list of numbers")
-        model, version = self._image_model()
+        model, version = await self._image_model()
         try:
             result = model.enhance(caption=caption, tags=tags, embedding=embedding)
         except ValueError as exc:  # an embedding of another dimension than the served model's
@@ -245,11 +249,11 @@ class Serving:
             limit = max(1, min(int(request.query.get("limit", "20")), 200))
         except ValueError:
             raise _bad_request("limit must be an integer") from None
-        model, _ = self._image_model()
+        model, _ = await self._image_model()
         return web.json_response(model.search(q, limit))
 
     async def image_people(self, request: web.Request) -> web.Response:
-        model, _ = self._image_model()
+        model, _ = await self._image_model()
         return web.json_response({"people": model.people()})
 
     # ---- operations ----------------------------------------------------------------------------------------
