@@ -62,8 +62,8 @@ async def test_threshold_to_hot_swap_with_zero_failed_requests(make_settings, st
     seconds = []
     async with EventProducer(settings) as events:
         for run in (1, 2):
-            for n in range(N):  # two conversations per run, so the trainer can hold one out
-                await events.send(chat_event(n, session=f"s-{run}-{n % 2}"))
+            for n in range(N):  # two conversations per run (so the trainer can hold one out), roles alternating
+                await events.send(chat_event(n, session=f"s-{run}-{n // (N // 2)}"))
             seconds.append(await wait_served(pipeline, run))
     await asyncio.sleep(0.5)  # a few requests on version 2
     chatter.stop()

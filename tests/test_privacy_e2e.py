@@ -44,7 +44,7 @@ async def test_known_pii_is_nowhere_at_rest_nor_in_logs(make_settings, start_pip
         for n in range(6):
             role = "patient" if n % 2 == 0 else "therapist"
             reply = "Thank you Priya Ramanathan, I will ring 07700 900461."
-            await events.send(event(n, user="alice-raw-id", session=f"session-raw-7{n % 2 + 6}",
+            await events.send(event(n, user="alice-raw-id", session=f"session-raw-7{n // 3 + 6}",
                                     text=TEXT if role == "patient" else reply, role=role))
     await wait_served(pipeline, 1)
     async with Store(settings.store_path) as store:
@@ -104,7 +104,7 @@ async def test_replayed_store_skips_erased_owners(make_settings, start_pipeline)
     from consumers.replay import replay
 
     settings = make_settings()
-    await start_pipeline(settings, roles=("anonymizer", "store"))
+    pipeline = await start_pipeline(settings, roles=("anonymizer", "store"))
     async with EventProducer(settings) as events:
         for n in range(4):
             await events.send(event(n, user="gone" if n < 2 else "stays", session=f"r-{n}", text="hello"))
@@ -116,5 +116,6 @@ async def test_replayed_store_skips_erased_owners(make_settings, start_pipeline)
             return await store.content_hash() if await store.count("chat") == 2 else None
 
     live_hash = await wait_for(settled)
+    await pipeline.stop()  # replay refuses to swap the store under a running store writer
     count, rebuilt_hash = await replay(settings)
     assert rebuilt_hash == live_hash and count >= 6
