@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -22,6 +23,8 @@ from learnstream.keystore import KeyStore
 from learnstream.metrics import DLQ, PRODUCED, SKIPPED_NO_CONSENT
 
 log = logging.getLogger(__name__)
+
+Output = tuple[str, dict, bytes | None]  # (topic without prefix, record, key)
 
 _KIND_BY_TOPIC = {topics.raw("chat"): "chat", topics.raw("image"): "image", topics.ERASURE_REQUESTS: "erasure"}
 
@@ -56,12 +59,15 @@ class AnonymizerService(ConsumerStage):
         by_kind: dict[str, list[ConsumerRecord]] = {}
         for record in records:
             by_kind.setdefault(_KIND_BY_TOPIC[record.topic.removeprefix(self._prefix)], []).append(record)
-        sends = []
+        outputs: list[Output] = []
         for kind, group in by_kind.items():
             outcomes = await self._anonymize(kind, [r.value or b"" for r in group])
-            for record, outcome in zip(group, outcomes):
-                sends.extend(await self._route(kind, record, outcome))
-        await asyncio.gather(*sends)
+            outputs += [out for record, outcome in zip(group, outcomes) for out in self._route(kind, record, outcome)]
+        deliveries = [await self._producer.send(f"{self._prefix}{topic}", orjson.dumps(value), key=key)
+                      for topic, value, key in outputs]
+        for topic, count in Counter(topic for topic, _, _ in outputs).items():
+            PRODUCED.labels(topic=topic).inc(count)
+        await asyncio.gather(*deliveries)
 
     async def _anonymize(self, kind: str, raws: list[bytes]) -> list[Outcome]:
         """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the
@@ -76,24 +82,19 @@ class AnonymizerService(ConsumerStage):
         log.warning("anonymizer: a %s batch of %d failed; retrying its events one by one", kind, len(raws))
         return [outcome for raw in raws for outcome in await self._anonymize(kind, [raw])]
 
-    async def _route(self, kind: str, record: ConsumerRecord, outcome: Outcome) -> list[asyncio.Future]:
+    def _route(self, kind: str, record: ConsumerRecord, outcome: Outcome) -> list[Output]:
         if outcome.kind == "invalid":
             source = record.topic.removeprefix(self._prefix)
             DLQ.labels(topic=source, reason=outcome.error.reason).inc()
             # The reason and field only: a rule may quote the event (an unknown schema name, say).
             log.info("%s offset %d -> DLQ: %s at %s", source, record.offset, outcome.error.reason, outcome.error.field)
-            return [await self._send(topics.dlq(source), dlq.entry(record, outcome.error, source_topic=source),
-                                     key=record.key)]
+            return [(topics.dlq(source), dlq.entry(record, outcome.error, source_topic=source), record.key)]
         if outcome.kind == "erasure":
             owner = outcome.record["owner"]
             # The ledger entry goes to every family's dataset of record, so the store and replay of each honour it.
-            return [await self._send(topics.anon(f), outcome.record, key=owner.encode()) for f in FAMILIES]
+            return [(topics.anon(f), outcome.record, owner.encode()) for f in FAMILIES]
         if outcome.kind == "skip":
             SKIPPED_NO_CONSENT.labels(family=kind).inc()
         sample = outcome.record
         key = sample.get("session") or sample.get("image_id") or sample["event_id"]
-        return [await self._send(topics.anon(kind), sample, key=key.encode())]
-
-    async def _send(self, topic: str, value: dict, *, key: bytes | None) -> asyncio.Future:
-        PRODUCED.labels(topic=topic).inc()
-        return await self._producer.send(f"{self._prefix}{topic}", orjson.dumps(value), key=key)
+        return [(topics.anon(kind), sample, key.encode())]

@@ -7,6 +7,7 @@ its source topic (a raw topic's DLQ holds raw PII) and needs the same retention 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -45,6 +46,14 @@ def entry(record: ConsumerRecord, error: InvalidEvent, *, source_topic: str) -> 
     }
 
 
+def index_row(dlq_topic: str, value: dict) -> tuple[str, int, int, str, str, str]:
+    """The store's index row for a DLQ entry, keyed by the DLQ topic and the SOURCE partition and offset: an entry
+    written twice (its source batch was redelivered after a crash) is one failure and counts once.
+    Raises KeyError or TypeError for a malformed entry."""
+    source = value["source"]
+    return dlq_topic, int(source["partition"]), int(source["offset"]), source["topic"], value["reason"], value["ts"]
+
+
 def original_bytes(dlq_entry: dict) -> bytes:
     if "payload_b64" in dlq_entry:
         return base64.b64decode(dlq_entry["payload_b64"])
@@ -52,26 +61,37 @@ def original_bytes(dlq_entry: dict) -> bytes:
 
 
 async def read(settings: Settings, topic: str, *, reason: str | None = None) -> AsyncIterator[tuple[ConsumerRecord, dict]]:
-    """Every entry of a DLQ topic (name without prefix), optionally only those with a reason."""
+    """The entries of a DLQ topic (name without prefix), once per source record, optionally only those with a
+    reason. An unreadable entry (not written by learnstream) is logged by offset and skipped."""
+    seen: set[tuple[int, int]] = set()
     async for record in kafka.read_to_end(settings, [topic]):
-        value = orjson.loads(record.value)
-        if reason is None or value.get("reason") == reason:
-            yield record, value
+        try:
+            value = orjson.loads(record.value or b"")
+            source = (value["source"]["partition"], value["source"]["offset"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s offset %d: not a DLQ entry; skipped", topic, record.offset)
+            continue
+        if source in seen or (reason is not None and value.get("reason") != reason):
+            continue
+        seen.add(source)
+        yield record, value
 
 
 async def redrive(settings: Settings, topic: str, *, reason: str | None = None) -> int:
-    """Send matching entries' original bytes back to their source topic (after a fix). Returns the count."""
+    """Send matching entries' original bytes back to their source topic (after a fix), keyed as they were.
+    Returns the count sent. What fails again gets a new DLQ entry; what succeeds is stored once (event_id)."""
+    source = topic.removesuffix(".dlq")
     producer = kafka.producer(settings)
     await producer.start()
-    sent = 0
+    deliveries = []
     try:
         async for record, value in read(settings, topic, reason=reason):
-            source = value["source"]["topic"]
             if value.get("truncated"):
-                log.warning("not redriving %s offset %s: the payload was truncated (oversize)", topic, record.offset)
+                log.warning("not redriving %s offset %d: only the first %d bytes were kept (oversize)", topic,
+                            record.offset, KEEP_BYTES)
                 continue
-            await producer.send_and_wait(prefixed(settings, source), original_bytes(value), key=record.key)
-            sent += 1
+            deliveries.append(await producer.send(prefixed(settings, source), original_bytes(value), key=record.key))
+        await asyncio.gather(*deliveries)  # every one acknowledged, or the error is raised
     finally:
         await producer.stop()
-    return sent
+    return len(deliveries)

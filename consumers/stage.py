@@ -3,22 +3,35 @@
 A stage subclasses ConsumerStage and implements `handle(records)`. Offsets are committed only after `handle`
 returns, i.e. after the stage's output is acknowledged by Kafka or committed to SQLite; a crash in between
 redelivers the batch, and every output is idempotent on event_id, so nothing is lost and nothing doubles.
+
+The loop outlives the broker: while Kafka or the disk is unavailable, a failed batch is rewound to its first
+offsets and retried with a growing pause, instead of ending the role (and without ever skipping past it).
+Any other exception is a bug: it ends the loop with nothing committed, so a restart redelivers the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
 from typing import Sequence
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka
 from learnstream.config import Settings
-from learnstream.metrics import CONSUMED, LAG_RECORDS
+from learnstream.metrics import COMMITTED_OFFSET, CONSUMED, END_OFFSET, LAG_RECORDS, LAG_SECONDS
 
 log = logging.getLogger(__name__)
+
+# Failures of the broker, the network or the disk: they pass, so the batch is retried rather than the role ended.
+TRANSIENT_ERRORS = (KafkaError, OSError, sqlite3.OperationalError)
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 10.0
+
+Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
 class ConsumerStage:
@@ -37,6 +50,7 @@ class ConsumerStage:
         )
         self._stopping = asyncio.Event()
         self._started = False
+        self._pause_s = FIRST_PAUSE_S
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -64,20 +78,64 @@ class ConsumerStage:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except ConsumerStoppedError:
                 return  # stop() was called while waiting for records
+            except KafkaError as exc:
+                await self._pause(f"fetch failed ({type(exc).__name__})")
+                continue
             if not batch:
                 continue
-            records = [r for part in batch.values() for r in part]
-            await self.handle(records)
-            offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
             try:
-                await self._consumer.commit(offsets)
-            except KafkaError as exc:
-                # A rebalance took the partitions away: the new owner redelivers, and outputs are idempotent.
-                log.warning("%s: offset commit failed (%s); the batch will be redelivered", self.group_id, exc)
-            for tp, recs in batch.items():
-                CONSUMED.labels(topic=tp.topic, group=self.group_id).inc(len(recs))
-                end = self._consumer.highwater(tp)
-                if end is not None:
-                    LAG_RECORDS.labels(topic=tp.topic, partition=str(tp.partition), group=self.group_id).set(
-                        max(end - offsets[tp], 0)
-                    )
+                await self.handle([r for part in batch.values() for r in part])
+            except TRANSIENT_ERRORS as exc:
+                self._rewind(batch)
+                await self._pause(f"a batch of {sum(map(len, batch.values()))} records failed "
+                                  f"({type(exc).__name__}); it will be retried")
+                continue
+            self._pause_s = FIRST_PAUSE_S
+            self._observe(batch, committed=await self._commit(batch))
+
+    def _rewind(self, batch: Batch) -> None:
+        """Fetch the batch again from its first offsets. A partition taken away by a rebalance meanwhile is
+        redelivered to its new owner from the last committed offset, which this batch never passed."""
+        owned = self._consumer.assignment()
+        for tp, records in batch.items():
+            if tp in owned:
+                self._consumer.seek(tp, records[0].offset)
+
+    async def _pause(self, why: str) -> None:
+        log.warning("%s: %s; pausing %.1fs", self.group_id, why, self._pause_s)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self._pause_s)
+        except asyncio.TimeoutError:
+            pass
+        self._pause_s = min(self._pause_s * 2, MAX_PAUSE_S)
+
+    async def _commit(self, batch: Batch) -> bool:
+        owned = self._consumer.assignment()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if tp in owned}
+        if not offsets:
+            return False
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance took the partitions away, or the broker is down: the batch is durable, so the worst case
+            # is a redelivery, which every output absorbs (idempotent on event_id).
+            log.warning("%s: offset commit failed (%s); the batch may be redelivered", self.group_id,
+                        type(exc).__name__)
+            return False
+        return True
+
+    def _observe(self, batch: Batch, *, committed: bool) -> None:
+        now = time.time()
+        for tp, records in batch.items():
+            labels = {"topic": tp.topic, "partition": str(tp.partition), "group": self.group_id}
+            CONSUMED.labels(topic=tp.topic, group=self.group_id).inc(len(records))
+            next_offset = records[-1].offset + 1
+            if committed:
+                COMMITTED_OFFSET.labels(**labels).set(next_offset)
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            behind = max(end - next_offset, 0)
+            END_OFFSET.labels(**labels).set(end)
+            LAG_RECORDS.labels(**labels).set(behind)
+            LAG_SECONDS.labels(**labels).set(max(now - records[-1].timestamp / 1000, 0) if behind else 0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any, AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from learnstream.config import ConfigError, Settings
 from learnstream.topics import all_specs, prefixed
@@ -86,6 +88,27 @@ async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicP
         await admin.close()
     return [TopicPartition(d["topic"], p["partition"]) for d in described if d["error_code"] == 0
             for p in sorted(d["partitions"], key=lambda p: p["partition"])]
+
+
+async def describe_group(settings: Settings, group_id: str, *, timeout_s: float = 30.0) -> tuple[str, int]:
+    """(state, member count) of a consumer group (name without prefix): ("Stable", 2), or ("Dead", 0) when it is
+    empty or unknown. Retries while the group coordinator is not available (a fresh broker creates it on first use)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while True:
+            try:
+                [response] = await admin.describe_consumer_groups([prefixed(settings, group_id)])
+                break
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    _error, _group, state, _protocol_type, _protocol, members = response.groups[0][:6]
+    return state, len(members)
 
 
 async def read_to_end(settings: Settings, topics: list[str]) -> AsyncIterator[ConsumerRecord]:

@@ -1,8 +1,9 @@
 """The model registry: <root>/<family>/<version>/ with a manifest, written whole or not at all.
 
 A version is built in a temporary folder beside its final place and renamed into place only when complete, so a
-crash never leaves a partial version visible. The manifest lists every file with its sha256; serving loads only
-versions whose files match. <root>/<family>/served holds the served version number (replaced atomically).
+crash never leaves a partial version visible (the trainer removes such leftovers when it starts). The manifest
+lists every file with its sha256; serving loads only versions whose files match and that hold nothing else.
+<root>/<family>/served holds the served version number (replaced atomically).
 Writes (commit, served pointer, prune) take `writer_lock()`, an OS file lock released if the process dies, so
 the trainer, its child process and an operator's rollback never interleave.
 """
@@ -23,6 +24,7 @@ from typing import Any, Iterator
 from schemas import new_event_id, utc_now
 
 MANIFEST = "manifest.json"
+STAGING_PREFIX = ".staging-"
 
 
 class RegistryError(Exception):
@@ -116,16 +118,22 @@ class Registry:
         return path
 
     def verify(self, family: str, number: int, *, manifest_sha256: str | None = None) -> Version:
-        """The version, if its manifest (and the sha256 announced for it) and every listed file match."""
+        """The version, if its manifest (and the sha256 announced for it) and every listed file match, and the
+        folder holds nothing else: a file slipped in beside the weights could be loaded in their place."""
         version = self.get(family, number)
         if manifest_sha256 is not None and version.manifest_sha256 != manifest_sha256:
             raise RegistryError(f"{family} version {number}: manifest sha256 differs from the announced one")
-        for name, expected in version.manifest.get("files", {}).items():
+        listed = version.manifest.get("files", {})
+        for name, expected in listed.items():
             file = (version.path / name).resolve()
             if version.path.resolve() not in file.parents:
                 raise RegistryError(f"{family} version {number}: file {name!r} outside its folder")
             if not file.is_file() or sha256_file(file) != expected:
                 raise RegistryError(f"{family} version {number}: {name} is missing or altered")
+        present = {str(p.relative_to(version.path)) for p in version.path.rglob("*") if not p.is_dir()}
+        unlisted = present - set(listed) - {MANIFEST}
+        if unlisted:
+            raise RegistryError(f"{family} version {number}: {len(unlisted)} file(s) not in its manifest")
         return version
 
     # ---- writing (under writer_lock) ------------------------------------------------------------------------
@@ -137,11 +145,18 @@ class Registry:
     @contextmanager
     def staging(self, family: str) -> Iterator[Path]:
         """A temporary folder for a version being built, removed unless committed."""
-        path = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.family_dir(family)))
+        path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.family_dir(family)))
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+    def remove_staging(self, family: str) -> int:
+        """Remove what killed runs left half-built (never visible as versions). Only when no run is going on."""
+        leftovers = [p for p in self.family_dir(family).iterdir() if p.name.startswith(STAGING_PREFIX)]
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(leftovers)
 
     def commit(self, family: str, staged: Path, manifest: dict[str, Any]) -> Version:
         """Hash the staged files, write the manifest, rename into place as the next version."""
@@ -169,6 +184,11 @@ class Registry:
         """Append to the promotion history (when, which version, promoted/rejected/rollback, why)."""
         with (self.family_dir(family) / "history.jsonl").open("a") as handle:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def unfinished(self, family: str) -> list[Version]:
+        """Versions committed by a run whose trainer died before recording its decision (see trainer.service)."""
+        decided = {entry["version"] for entry in self.history(family)}
+        return [self.get(family, n) for n in self.numbers(family) if n not in decided]
 
     def history(self, family: str) -> list[dict[str, Any]]:
         try:

@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_when_stdin_closes() -> None:
-    sys.stdin.buffer.read()
+    # The raw descriptor, not sys.stdin: a thread blocked in the buffered reader would hold its lock at shutdown.
+    while os.read(sys.stdin.fileno(), 4096):
+        pass
     os._exit(1)  # at once, from this thread: the run has no one to report to
 
 

@@ -3,8 +3,10 @@
 It reads samples.stored (the store writer's watermarks) and training.requests (manual runs), holds the
 registry's writer lock for its lifetime (one writer per registry), and runs each training in a child process
 (trainer.run) so nothing else waits. Per run, strictly in this order: the version is in the registry with its
-decision -> the served pointer moves (if promoted) -> model.updated is published -> the watermark
-(last_trained_id) advances. A crash anywhere before the last step retrains the same samples; nothing is skipped.
+decision -> the served pointer moves (if promoted) -> model.updated is published -> the decision joins the
+promotion history -> the watermark (last_trained_id) advances. A trainer killed before the history step finishes
+that version at its next start (every step is idempotent); killed before the watermark step, it retrains the same
+samples. Nothing is skipped. The child exits with its trainer, so a killed trainer leaves no run behind.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.errors import ConsumerStoppedError
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
@@ -27,11 +29,13 @@ from learnstream.metrics import (SERVED_VERSION, TRAINING_FAILURES, TRAINING_LOS
                                  TRAINING_RUNS, TRAINING_SECONDS)
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
-from schemas import utc_now
-from trainer.run import ensure_base, settings_to_json
 from learnstream.training_state import TrainerState
+from schemas import utc_now
+from trainer.run import ensure_base, run_result, settings_to_json
 
 log = logging.getLogger(__name__)
+
+BROKER_RETRY_S = 2
 
 
 async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, event: dict[str, Any]) -> None:
@@ -40,17 +44,18 @@ async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, 
 
 
 async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dict[str, Any]) -> None:
-    """Serve (if promoted), announce, then advance the watermark: the order that loses nothing."""
+    """Serve (if promoted), announce, record the decision, then advance the watermark: the order that loses nothing."""
     registry = Registry(settings.registry_dir)
     family, number = result["family"], result["version"]
     version = registry.get(family, number)
-    with registry.writer_lock():
-        if result["decision"] == "promoted":
+    if result["decision"] == "promoted":
+        with registry.writer_lock():
             registry.set_served(family, number)
-        registry.record_decision(family, {"ts": utc_now(), "version": number, "decision": result["decision"],
-                                          "reason": result["reason"]})
     await publish_model_updated(producer, settings, model_updated_event(
         version, decision=result["decision"], reason=result["reason"]))
+    with registry.writer_lock():
+        registry.record_decision(family, {"ts": utc_now(), "version": number, "decision": result["decision"],
+                                          "reason": result["reason"]})
     TrainerState(settings.data_dir).record_run(result, registry_dir=settings.registry_dir)
     with registry.writer_lock():
         registry.prune(family, keep=settings.keep_versions)
@@ -67,8 +72,10 @@ async def run_child(settings: Settings, family: str, *, after: int, up_to: int, 
                     on_progress=None) -> dict[str, Any]:
     """Run trainer.run in a child process; returns its result or raises RuntimeError with its stderr tail."""
     args = [sys.executable, "-m", "trainer.run", "--settings", settings_to_json(settings), "--family", family,
-            "--after", str(after), "--up-to", str(up_to)] + (["--from-scratch"] if from_scratch else [])
-    child = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+            "--after", str(after), "--up-to", str(up_to), "--exit-with-parent"]
+    args += ["--from-scratch"] if from_scratch else []
+    # stdin stays open, unused, for the child's lifetime: it closes when this process dies, however it dies.
+    child = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
     stderr_task = asyncio.create_task(child.stderr.read())
     result = None
@@ -113,8 +120,19 @@ class TrainerService:
                 log.info("%s: base model ready as version 0", family)
                 await publish_model_updated(self._producer, self.settings,
                                             model_updated_event(base, decision="promoted", reason="base model"))
+            await self._recover(family)
             SERVED_VERSION.labels(family=family).set(self.registry.served(family) or 0)
         await self._consumer.start()
+
+    async def _recover(self, family: str) -> None:
+        """What a killed trainer left: half-built versions (removed) and committed, unannounced ones (finished)."""
+        with self.registry.writer_lock():
+            if removed := self.registry.remove_staging(family):
+                log.info("%s: removed %d half-built version(s) of killed runs", family, removed)
+        for version in self.registry.unfinished(family):
+            log.warning("%s: version %d was committed but its run never finished; finishing it now", family,
+                        version.number)
+            await finish_run(self.settings, self._producer, run_result(version))
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -139,13 +157,17 @@ class TrainerService:
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        await self._on_message(record.topic.removeprefix(self.settings.topic_prefix), record.value)
+                if batch:
+                    await self._consumer.commit()
             except ConsumerStoppedError:
                 return  # stop() was called while waiting for records
-            for records in batch.values():
-                for record in records:
-                    await self._on_message(record.topic.removeprefix(self.settings.topic_prefix), record.value)
-            if batch:
-                await self._consumer.commit()
+            except KafkaError as exc:
+                # The broker is away: these records only trigger counting, which the next one repeats.
+                log.warning("trainer: %s; retrying in %ds", type(exc).__name__, BROKER_RETRY_S)
+                await asyncio.sleep(BROKER_RETRY_S)
 
     async def _on_message(self, topic: str, value: bytes) -> None:
         try:
@@ -178,6 +200,7 @@ class TrainerService:
 
     async def _run(self, family: str, *, from_scratch: bool) -> None:
         try:
+            await self._recover(family)  # a run whose announcement failed (say, the broker was down) goes first
             up_to = await self.store.watermark(family)
             after = self.state.last_trained_id(family)
 

@@ -1,0 +1,248 @@
+"""Bench: ingestion throughput, raw -> anon -> store, against baselines measured in the same run.
+
+    .venv/bin/python bench/ingest.py [--events 6000] [--store-events 20000] [--ner en_core_web_sm]
+
+Events per second of:
+  anonymizer_alone  Anonymizer.process over the events in batches of 500, no Kafka, on one core
+  bare_raw          plain aiokafka consumption of the raw topic those events are on (no processing)
+  ingest_1          one `learnstream up --roles anonymizer,store` process on one core: raw topic -> store
+  ingest_2          two such processes, one core each, sharing the partitions of the same amount of events
+  bare_anon         plain aiokafka consumption of a topic of --store-events anonymized samples
+  store_alone       the store writer alone, on one core, on that topic
+Goals: ingest_1 >= 0.8 x anonymizer_alone; store_alone >= 0.5 x bare_anon; ingest_2 >= 1.5 x ingest_1.
+
+Every timed topic is produced before its clock starts. Role processes first load their model and warm up on
+--warmup events; they are then paused (SIGSTOP) while the timed events are produced, and the clock starts when
+they resume (SIGCONT). In-process consumers are timed from their first record. The bench starts its own local
+broker in a temporary folder unless KAFKA_BOOTSTRAP_SERVERS names one. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.pii_corpus import generate  # noqa: E402
+from consumers.privacy import Anonymizer  # noqa: E402
+from consumers.store_writer import StoreWriterService  # noqa: E402
+from learnstream import kafka, topics  # noqa: E402
+from learnstream.config import Settings, load_settings  # noqa: E402
+from learnstream.keystore import KeyStore  # noqa: E402
+from learnstream.store import Store  # noqa: E402
+from ops.broker import LocalBroker  # noqa: E402
+from tests.procs import RoleProcess  # noqa: E402
+
+BATCH = 500  # what a consumer stage takes per batch
+SESSIONS = 400  # keys: enough to spread evenly over the partitions
+PARTITIONS = 4  # two per process in the two-process run
+POLL_S = 0.05
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@contextmanager
+def local_broker(folder: Path) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS, or a broker of our own for the duration of the bench."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    broker = LocalBroker(folder)
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def one_core(core: int = 0) -> Iterator[None]:
+    """This process (and the threads it starts) on one core, like each role process."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def chat_events(count: int, *, tag: str) -> list[tuple[bytes, bytes]]:
+    """(key, value) of chat.v1 events with realistic therapy-chat text, personal data included."""
+    events = []
+    for n, message in enumerate(generate(count)):
+        session = f"{tag}-s{n % SESSIONS}"
+        ts = (START + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")
+        event = {"schema": "chat.v1", "event_id": f"{tag}-{n}", "ts": ts, "user_id": f"u{n % 97}", "session_id": session,
+                 "role": "patient" if n % 2 else "therapist", "text": message.text, "consent": {"training": True}}
+        events.append((session.encode(), orjson.dumps(event)))
+    return events
+
+
+async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = kafka.producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        deliveries = [await producer.send(topics.prefixed(settings, topic), value, key=key) for key, value in records]
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+async def bare_rate(settings: Settings, topic: str, count: int) -> float:
+    """Records per second of a plain consumer reading the topic from the start, timed from its assignment."""
+    partitions = await kafka.topic_partitions(settings, [topic])
+    consumer = kafka.consumer(settings, group_id=None, max_poll_records=BATCH)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        started, seen = time.perf_counter(), 0
+        while seen < count:
+            seen += sum(len(records) for records in (await consumer.getmany(timeout_ms=1000)).values())
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def wait_stored(settings: Settings, count: int) -> None:
+    """Until the store holds `count` chat samples; one connection, polled (it is created by the role)."""
+    while not settings.store_path.exists():
+        await asyncio.sleep(POLL_S)
+    async with Store(settings.store_path) as store:
+        while await store.count("chat") < count:
+            await asyncio.sleep(POLL_S)
+
+
+def anonymizer_alone(settings: Settings, raws: list[bytes]) -> float:
+    """Events per second of Anonymizer.process in stage-sized batches."""
+    anonymizer = Anonymizer(key=settings.key_bytes(), ner_model=settings.ner_model, max_event_bytes=1 << 20,
+                            keys=KeyStore(settings.keys_path))
+    anonymizer.process("chat", raws[:BATCH])  # warm-up: the first batch pays for lazy loading
+    with one_core():
+        started = time.perf_counter()
+        for start in range(0, len(raws), BATCH):
+            anonymizer.process("chat", raws[start:start + BATCH])
+        return len(raws) / (time.perf_counter() - started)
+
+
+async def wait_balanced(settings: Settings, processes: int) -> None:
+    """Until every process holds its share of the partitions: no rebalance may fall inside the timed window."""
+    for group in ("anonymizer", StoreWriterService.group_id):
+        while await kafka.describe_group(settings, group) != ("Stable", processes):
+            await asyncio.sleep(0.2)
+
+
+async def ingest_rate(settings: Settings, events: int, warmup: int, processes: int, work: Path) -> float:
+    """raw -> store events per second of `processes` role processes, one core each."""
+    await kafka.ensure_topics(settings)
+    roles = [RoleProcess(settings, "anonymizer,store", log_path=work / f"ingest-{processes}-{n}.log", cpus={n})
+             for n in range(processes)]
+    for role in roles:
+        role.start()
+    try:
+        await wait_balanced(settings, processes)
+        await produce(settings, topics.raw("chat"), chat_events(warmup, tag="warmup"))  # every process warms up
+        await wait_stored(settings, warmup)
+        await wait_balanced(settings, processes)
+        for role in roles:
+            role.pause()
+        await produce(settings, topics.raw("chat"), chat_events(events, tag="timed"))
+        started = time.perf_counter()
+        for role in roles:
+            role.resume()
+        await wait_stored(settings, warmup + events)
+        return events / (time.perf_counter() - started)
+    finally:
+        for role in roles:
+            role.resume()
+            role.stop()
+
+
+class AloneStoreWriter(StoreWriterService):
+    group_id = "bench-store-alone"
+
+    def assigned(self) -> bool:
+        return bool(self._consumer.assignment())
+
+
+async def store_alone_rate(settings: Settings, count: int) -> float:
+    """Samples per second of the store writer on one core, timed from its assignment like bare consumption."""
+    writer = AloneStoreWriter(settings)
+    with one_core():
+        await writer.start()
+        running = asyncio.create_task(writer.run())
+        try:
+            while not writer.assigned():
+                await asyncio.sleep(0.001)
+            started = time.perf_counter()
+            await wait_stored(settings, count)
+            return count / (time.perf_counter() - started)
+        finally:
+            await writer.stop()
+            await running
+
+
+async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
+    base = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("LEARNSTREAM_")})
+    settings = dataclasses.replace(base, bootstrap_servers=bootstrap, dev=True, partitions=PARTITIONS,
+                                   ner_model=args.ner, data_dir=work / "anon", topic_prefix=f"bench{os.getpid()}.")
+    raws = [value for _, value in chat_events(args.events, tag="alone")]
+    results = {"events": args.events, "store_events": args.store_events}
+    results["anonymizer_alone"] = anonymizer_alone(settings, raws)
+
+    await kafka.ensure_topics(settings)
+    await produce(settings, topics.raw("chat"), chat_events(args.events, tag="raw"))
+    results["bare_raw"] = await bare_rate(settings, topics.raw("chat"), args.events)
+    for processes in (1, 2):
+        run_settings = dataclasses.replace(settings, data_dir=work / f"ingest{processes}",
+                                           topic_prefix=f"{settings.topic_prefix}ingest{processes}.")
+        results[f"ingest_{processes}"] = await ingest_rate(run_settings, args.events, args.warmup, processes, work)
+
+    # The store writer alone: sealed samples with the keys of its data dir, made without NER (only the store
+    # is timed), as many as it takes for the measurement to outlast its start.
+    store_settings = dataclasses.replace(settings, data_dir=work / "store", ner_model="")
+    fast = Anonymizer(key=store_settings.key_bytes(), ner_model=None, max_event_bytes=1 << 20,
+                      keys=KeyStore(store_settings.keys_path))
+    anon = [o.record for o in fast.process("chat", [v for _, v in chat_events(args.store_events, tag="store")])]
+    await produce(store_settings, topics.anon("chat"), [(s["session"].encode(), orjson.dumps(s)) for s in anon])
+    results["bare_anon"] = await bare_rate(store_settings, topics.anon("chat"), len(anon))
+    results["store_alone"] = await store_alone_rate(store_settings, len(anon))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=6000, help="events through the anonymizer (NER-bound)")
+    parser.add_argument("--store-events", type=int, default=20000, help="samples for the store writer alone")
+    parser.add_argument("--warmup", type=int, default=200, help="events each ingest run warms up on, untimed")
+    parser.add_argument("--ner", default="en_core_web_sm", help='spaCy model for names; "" for none')
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder, local_broker(Path(folder) / "broker") as bootstrap:
+        results = asyncio.run(run(args, Path(folder), bootstrap))
+    ratios = {
+        "ingest_vs_anonymizer": results["ingest_1"] / results["anonymizer_alone"],
+        "store_vs_bare": results["store_alone"] / results["bare_anon"],
+        "two_vs_one_process": results["ingest_2"] / results["ingest_1"],
+        "ingest_vs_bare": results["ingest_1"] / results["bare_raw"],
+    }
+    goals = {"ingest_vs_anonymizer": 0.8, "store_vs_bare": 0.5, "two_vs_one_process": 1.5}
+    for name, value in {**results, **ratios}.items():
+        print(f"{name:>22}: {value:,.2f}" if isinstance(value, float) else f"{name:>22}: {value}")
+    print(json.dumps({**{k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
+                      "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                      "goals_met": {k: ratios[k] >= goal for k, goal in goals.items()}}))
+
+
+if __name__ == "__main__":
+    main()
