@@ -35,6 +35,8 @@ from trainer.run import ensure_base, run_result, settings_to_json
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER_FAILURE_S = 10.0
+
 BROKER_RETRY_S = 2
 
 
@@ -217,9 +219,8 @@ class TrainerService:
             raise
         except Exception:
             TRAINING_FAILURES.labels(family=family).inc()
-            log.exception("%s: training run failed; the samples stay pending for the next run", family)
-            await asyncio.sleep(5)  # no hot loop on a persistent failure
-            return
+            log.exception("%s: training run failed; the samples stay pending and are retried", family)
+            await asyncio.sleep(RETRY_AFTER_FAILURE_S)  # no hot loop on a persistent failure
         finally:
             self._runs.pop(family, None)
-        await self._maybe_train(family)  # samples that arrived during the run
+        await self._maybe_train(family)  # samples that arrived during the run, or a retry after a failure
