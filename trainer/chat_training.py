@@ -104,15 +104,16 @@ def split_by_conversation(
 
 
 def sample_replay(
-    pool: Sequence[Dialogue], *, n_new: int, hp: ChatHParams
+    pool: Sequence[Dialogue], *, n_new_train: int, n_new_eval: int, hp: ChatHParams
 ) -> tuple[list[Dialogue], list[list[int]], list[Dialogue]]:
     """(replay conversations to train on, each epoch's indices into them, replay conversations held out).
 
     Each epoch's mix is `replay_share` older conversations, fresh ones every epoch while the pool lasts:
     the run rehearses a broad sample of what the parent learned instead of memorizing a few conversations.
+    As many older conversations as new ones are held out, to measure forgetting (the pool may be huge).
     """
-    wanted = round(n_new * hp.replay_share / (1 - hp.replay_share))
-    n_eval = held_out_count(min(wanted, len(pool)), hp.eval_share)
+    wanted = round(n_new_train * hp.replay_share / (1 - hp.replay_share))
+    n_eval = min(n_new_eval, len(pool) - 1) if wanted > 0 and pool else 0
     order = random.Random(hp.seed).sample(range(len(pool)), min(len(pool), n_eval + wanted * hp.epochs))
     held_out, trained = order[:n_eval], order[n_eval:]
     per_epoch = min(wanted, len(trained))
@@ -247,7 +248,9 @@ def train_chat(
 
     # The data: conversations held out of the new ones and of the replay sample, then examples.
     new_train, new_eval = split_by_conversation(new, eval_share=hp.eval_share, seed=hp.seed)
-    replay_train, replay_epochs, replay_eval = sample_replay(replay_pool, n_new=len(new_train), hp=hp)
+    replay_train, replay_epochs, replay_eval = sample_replay(
+        replay_pool, n_new_train=len(new_train), n_new_eval=len(new_eval), hp=hp
+    )
 
     def to_examples(dialogues: Sequence[Dialogue]) -> list[Example]:
         return build_examples(dialogues, tokenizer, max_len=hp.max_len, target_roles=hp.target_roles)
