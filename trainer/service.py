@@ -25,7 +25,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
-from learnstream.metrics import (SERVED_VERSION, TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
+from learnstream.metrics import (TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
                                  TRAINING_RUNS, TRAINING_SECONDS)
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
@@ -61,8 +61,6 @@ async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dic
     TrainerState(settings.data_dir).record_run(result, registry_dir=settings.registry_dir)
     with registry.writer_lock():
         registry.prune(family, keep=settings.keep_versions)
-    if result["decision"] == "promoted":
-        SERVED_VERSION.labels(family=family).set(number)
     TRAINING_RUNS.labels(family=family, decision=result["decision"]).inc()
     loss = result["metrics"].get("eval_loss")
     if loss is not None:
@@ -123,7 +121,6 @@ class TrainerService:
                 await publish_model_updated(self._producer, self.settings,
                                             model_updated_event(base, decision="promoted", reason="base model"))
             await self._recover(family)
-            SERVED_VERSION.labels(family=family).set(self.registry.served(family) or 0)
         await self._consumer.start()
 
     async def _recover(self, family: str) -> None:
