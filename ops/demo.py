@@ -62,6 +62,8 @@ async def _demo(settings: Settings) -> None:
                 report = await produce_lines(events, batch, kind="chat", max_bytes=settings.max_event_bytes)
                 for error in report.errors:
                     print(f"    rejected line {error['line']}: {error['reason']} at {error['field']}")
+                if number == 1:  # what an app that skips validation might send: it lands in chat.raw.dlq
+                    await events.send_raw("chat.raw", b'{"schema": "chat.v1", "text": ', key=b"demo")
                 seconds = await _wait_for_version(pipeline, number)
                 _say(f"Version {number} trained and hot-swapped {seconds:.1f}s after the events were sent")
                 reply = await _chat(settings.http_port, "I feel anxious about work.")

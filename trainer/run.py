@@ -212,7 +212,9 @@ def _exit_when_stdin_closes() -> None:
 
 
 def settings_to_json(settings: Settings) -> str:
-    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()})
+    """Paths are made absolute: the child process may run in another working directory."""
+    return json.dumps({k: (str(v.resolve()) if isinstance(v, Path) else v)
+                       for k, v in dataclasses.asdict(settings).items()})
 
 
 def settings_from_json(text: str) -> Settings:
