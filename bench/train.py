@@ -49,7 +49,7 @@ class BenchSettings:
     speed_batch_size: int = 8  # examples per step, both loops
     speed_steps: int = 16  # optimizer steps, both loops: one epoch over speed_steps * batch size examples
     speed_learning_rate: float = 3e-4  # peak LR, both loops (cosine schedule after warm-up)
-    speed_warmup_steps: int = 1  # both loops
+    speed_warmup_steps: int = 0  # both loops; from random weights Adam needs none at this LR
     speed_eval_conversations: int = 12  # held out, scored by the same evaluation for both models
     earlier_conversations: int = 540  # training conversations on the earlier topics
     new_conversations: int = 60  # training conversations on the new topics
@@ -198,23 +198,26 @@ def bench_speed(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
     """Our loop and transformers.Trainer on the GPT-2 124M architecture, same examples, steps, LR, fp32."""
     _, tokenizer = load_causal_lm(base_dir)
     rng = random.Random(settings.seed)
-    needed = settings.speed_steps * settings.speed_batch_size
+
+    def examples_of(dialogues: list[Dialogue]) -> list[dict]:
+        return build_examples(dialogues, tokenizer, max_len=256, target_roles=("therapist",))
+
     train_dialogues: list[Dialogue] = []
-    while len(build_examples(train_dialogues, tokenizer, max_len=256, target_roles=("therapist",))) < needed:
-        train_dialogues += conversations(EARLIER_TOPICS + NEW_TOPICS, 4, rng)
-    train_examples = build_examples(train_dialogues, tokenizer, max_len=256, target_roles=("therapist",))
-    eval_dialogues = conversations(EARLIER_TOPICS + NEW_TOPICS, settings.speed_eval_conversations, rng)
-    eval_examples = build_examples(eval_dialogues, tokenizer, max_len=256, target_roles=("therapist",))
+    train_examples: list[dict] = []
+    while len(train_examples) < settings.speed_steps * settings.speed_batch_size:
+        train_dialogues.append(conversation(rng.choice(EARLIER_TOPICS + NEW_TOPICS), rng))
+        train_examples += examples_of(train_dialogues[-1:])
+    eval_examples = examples_of(conversations(EARLIER_TOPICS + NEW_TOPICS, settings.speed_eval_conversations, rng))
     tokens = sum(len(example["input_ids"]) for example in train_examples)
+    steps = math.ceil(len(train_examples) / settings.speed_batch_size)  # one epoch, both loops
 
     initial = work / "gpt2-124m"
     torch.manual_seed(settings.seed)
     eos = tokenizer.eos_token_id
     GPT2LMHeadModel(GPT2Config(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)).save_pretrained(initial)
     tokenizer.save_pretrained(initial)
-    epochs = math.ceil(len(train_examples) / settings.speed_batch_size)  # steps in one epoch
     print(f"speed: GPT-2 124M, {len(train_examples)} examples ({len(train_dialogues)} conversations), "
-          f"{tokens} real tokens, {epochs} steps of {settings.speed_batch_size}, "
+          f"{tokens} real tokens, {steps} steps of {settings.speed_batch_size}, "
           f"{torch.get_num_threads()} threads", flush=True)
 
     hparams = ChatHParams(
@@ -243,7 +246,7 @@ def bench_speed(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
         learning_rate=settings.speed_learning_rate,
         num_train_epochs=1,
         lr_scheduler_type="cosine",
-        warmup_steps=min(settings.speed_warmup_steps, epochs // 10),  # train_chat's cap, for the same schedule
+        warmup_steps=min(settings.speed_warmup_steps, steps // 10),  # train_chat's cap, for the same schedule
         max_grad_norm=1.0,
         train_sampling_strategy="group_by_length",
         save_strategy="no",

@@ -80,7 +80,7 @@ def build_examples(
             if role in target_roles:
                 target = turn[: max_len - 1]  # a turn longer than max_len keeps its start and loses its eos
                 # An opening turn gets eos as its context: it is learned from "conversation start".
-                kept = context[len(context) - (max_len - len(target)) :] if context else [eos]
+                kept = context[max(0, len(context) + len(target) - max_len) :] if context else [eos]
                 examples.append({"input_ids": kept + target, "labels": [IGNORE_INDEX] * len(kept) + target})
             context.extend(turn)
     return examples
@@ -137,6 +137,52 @@ def plan_steps(epochs: Sequence[Sequence[int]], lengths: Sequence[int], hp: Chat
     return steps
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    train: list[Example]  # new examples first, then the replayed ones
+    epochs: list[list[int]]  # each epoch's indices into train: every new example and that epoch's replay
+    eval_new: list[Example]  # of the held-out new conversations
+    eval_replay: list[Example]  # of the held-out older conversations
+    conversations: dict[str, int]  # counts: new_train, new_eval, replay_train, replay_eval
+
+
+def prepare_data(
+    new: Sequence[Dialogue], replay_pool: Sequence[Dialogue], tokenizer: PreTrainedTokenizerBase, hp: ChatHParams
+) -> TrainingData:
+    new_train, new_eval = split_by_conversation(new, eval_share=hp.eval_share, seed=hp.seed)
+    replay_train, replay_epochs, replay_eval = sample_replay(
+        replay_pool, n_new_train=len(new_train), n_new_eval=len(new_eval), hp=hp
+    )
+
+    def to_examples(dialogues: Sequence[Dialogue]) -> list[Example]:
+        return build_examples(dialogues, tokenizer, max_len=hp.max_len, target_roles=hp.target_roles)
+
+    per_conversation = [to_examples([dialogue]) for dialogue in new_train + replay_train]
+    starts = [0]
+    for examples in per_conversation:
+        starts.append(starts[-1] + len(examples))
+
+    def example_ids(conversations: Iterable[int]) -> list[int]:
+        return [i for c in conversations for i in range(starts[c], starts[c + 1])]
+
+    new_ids = example_ids(range(len(new_train)))
+    train = [example for examples in per_conversation for example in examples]
+    if not train:
+        raise ValueError(f"no training examples: no turn of the roles {hp.target_roles} in the training conversations")
+    return TrainingData(
+        train=train,
+        epochs=[new_ids + example_ids(len(new_train) + r for r in replayed) for replayed in replay_epochs],
+        eval_new=to_examples(new_eval),
+        eval_replay=to_examples(replay_eval),
+        conversations={
+            "new_train": len(new_train),
+            "new_eval": len(new_eval),
+            "replay_train": len(replay_train),
+            "replay_eval": len(replay_eval),
+        },
+    )
+
+
 def collate(examples: Sequence[Example], *, pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (input_ids, labels). No padding mask is needed: under causal attention a real token never
     sees the pads after it and positions stay 0..n-1, so the model keeps its mask-free (fastest) attention."""
@@ -181,16 +227,20 @@ def label_loss_fn(model: PreTrainedModel) -> LossFn:
     return loss
 
 
-def _same_logits(model: PreTrainedModel, *candidates: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+def _same_logits(
+    model: PreTrainedModel,
+    first: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    second: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> bool:
     device = next(model.parameters()).device
     probe = (torch.arange(8, device=device) % model.config.vocab_size).unsqueeze(0)
     everywhere = torch.ones_like(probe, dtype=torch.bool)
     was_training = model.training
     model.eval()  # no dropout: the two forwards must be comparable
     with torch.no_grad():
-        first, *others = [logits_at(probe, everywhere) for logits_at in candidates]
+        same = torch.allclose(first(probe, everywhere), second(probe, everywhere), atol=1e-4)
     model.train(was_training)
-    return all(torch.allclose(first, other, atol=1e-4) for other in others)
+    return same
 
 
 def accumulate_gradients(loss_fn: LossFn, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, int]:
@@ -246,34 +296,12 @@ def train_chat(
     if hp.max_len > model.config.max_position_embeddings:
         raise ValueError(f"max_len {hp.max_len} exceeds the model's {model.config.max_position_embeddings} positions")
 
-    # The data: conversations held out of the new ones and of the replay sample, then examples.
-    new_train, new_eval = split_by_conversation(new, eval_share=hp.eval_share, seed=hp.seed)
-    replay_train, replay_epochs, replay_eval = sample_replay(
-        replay_pool, n_new_train=len(new_train), n_new_eval=len(new_eval), hp=hp
-    )
-
-    def to_examples(dialogues: Sequence[Dialogue]) -> list[Example]:
-        return build_examples(dialogues, tokenizer, max_len=hp.max_len, target_roles=hp.target_roles)
-
-    per_conversation = [to_examples([dialogue]) for dialogue in new_train + replay_train]
-    starts = [0]
-    for examples in per_conversation:
-        starts.append(starts[-1] + len(examples))
-    train = [example for examples in per_conversation for example in examples]
-    if not train:
-        raise ValueError(f"no training examples: no turn of the roles {hp.target_roles} in the training conversations")
-    eval_new, eval_replay = to_examples(new_eval), to_examples(replay_eval)
-    pad_id = tokenizer.pad_token_id
-
-    # The run: the plan (every epoch: all new examples and that epoch's replay) and the optimizer,
-    # fresh or from a checkpoint of the same run.
-    def example_ids(conversations: Iterable[int]) -> list[int]:
-        return [i for c in conversations for i in range(starts[c], starts[c + 1])]
-
-    new_ids = example_ids(range(len(new_train)))
-    epochs = [new_ids + example_ids(len(new_train) + r for r in replayed) for replayed in replay_epochs]
+    data = prepare_data(new, replay_pool, tokenizer, hp)
+    train, pad_id = data.train, tokenizer.pad_token_id
     lengths = [len(example["input_ids"]) for example in train]
-    plan = plan_steps(epochs, lengths, hp)
+
+    # The run: the data order, the optimizer and its schedule, fresh or from a checkpoint of this run.
+    plan = plan_steps(data.epochs, lengths, hp)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, fused=True)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(hp.warmup_steps, len(plan) // 10), len(plan))
     run_id = _run_fingerprint(parent_dir, hp, train)
@@ -288,14 +316,13 @@ def train_chat(
             "label_tokens": 0,
             "tokens": 0,
             "duration_s": 0.0,
-            "eval_loss_parent": evaluate_loss(model, eval_new, pad_id=pad_id),
-            "eval_loss_replay_parent": evaluate_loss(model, eval_replay, pad_id=pad_id),
+            "eval_loss_parent": evaluate_loss(model, data.eval_new, pad_id=pad_id),
+            "eval_loss_replay_parent": evaluate_loss(model, data.eval_replay, pad_id=pad_id),
         }
         torch.manual_seed(hp.seed)
     plan, resumed_from = state["plan"], state["step"]
     examples_per_step = hp.batch_size * hp.grad_accum
-    log.info("training on %d examples: %d new and %d replayed conversations (%d new and %d replayed held out)",
-             len(train), len(new_train), len(replay_train), len(new_eval), len(replay_eval))
+    log.info("training on %d examples of %s conversations", len(train), data.conversations)
     tokens_per_step = sum(lengths) / len(lengths) * examples_per_step
     log.info("%d steps of %d examples, ~%.0f tokens per step, %s", len(plan), examples_per_step, tokens_per_step,
              f"resuming at step {resumed_from}" if resumed_from else "starting from the parent")
@@ -325,7 +352,7 @@ def train_chat(
                       "tokens": state["tokens"]})
     duration_s = state["duration_s"] + time.perf_counter() - session_start
 
-    eval_loss = evaluate_loss(model, eval_new, pad_id=pad_id)
+    eval_loss = evaluate_loss(model, data.eval_new, pad_id=pad_id)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     shutil.rmtree(checkpoint_root, ignore_errors=True)
@@ -334,18 +361,13 @@ def train_chat(
         "eval_loss": eval_loss,
         "eval_perplexity": math.exp(eval_loss) if eval_loss is not None else None,
         "eval_loss_parent": state["eval_loss_parent"],
-        "eval_loss_replay": evaluate_loss(model, eval_replay, pad_id=pad_id),
+        "eval_loss_replay": evaluate_loss(model, data.eval_replay, pad_id=pad_id),
         "eval_loss_replay_parent": state["eval_loss_replay_parent"],
         "tokens": state["tokens"],
         "label_tokens": state["label_tokens"],
         "steps": len(plan),
         "samples": len(train),
-        "conversations": {
-            "new_train": len(new_train),
-            "new_eval": len(new_eval),
-            "replay_train": len(replay_train),
-            "replay_eval": len(replay_eval),
-        },
+        "conversations": data.conversations,
         "resumed_from_step": resumed_from,
         "duration_s": duration_s,
         "tokens_per_s": state["tokens"] / duration_s if duration_s > 0 else None,
