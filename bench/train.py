@@ -38,9 +38,12 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from trainer.base_model import build_embedded_base, load_causal_lm  # noqa: E402
+from trainer.base_model import EMBEDDED_LEARNING_RATE, build_embedded_base, load_causal_lm  # noqa: E402
 from trainer.chat_training import ChatHParams, Dialogue, build_examples, evaluate_loss, train_chat  # noqa: E402
 from trainer.device import pick_device  # noqa: E402
+
+
+TRAINER_DEFAULTS = ChatHParams()  # the incremental run measured is the trainer's default recipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,14 +55,13 @@ class BenchSettings:
     speed_warmup_steps: int = 0  # both loops; from random weights Adam needs none at this LR
     speed_eval_conversations: int = 12  # held out, scored by the same evaluation for both models
     earlier_conversations: int = 540  # training conversations on the earlier topics
-    new_conversations: int = 60  # training conversations on the new topics
+    new_conversations: int = 60  # training conversations on the new topics: a tenth of all, as at a threshold
     eval_conversations: int = 40  # held out per group (earlier, new)
-    full_epochs: int = 6  # the earlier run and the full retrain: trained well
-    full_learning_rate: float = 3e-3  # a tiny model from scratch takes a high LR
-    incremental_epochs: int = 3  # the incremental run
-    incremental_learning_rate: float = 1e-3  # re-warmed; lower than from scratch: the parent is already good
-    replay_share: float = 0.5  # of the incremental run's training conversations
-    learning_batch_size: int = 16
+    learning_batch_size: int = TRAINER_DEFAULTS.batch_size  # all three runs
+    learning_rate: float = EMBEDDED_LEARNING_RATE  # peak LR of all three runs (the incremental one re-warms to it)
+    full_epochs: int = 6  # the earlier run and the full retrain (trained well: more epochs barely help)
+    incremental_epochs: int = TRAINER_DEFAULTS.epochs  # over the new conversations, each epoch with fresh replay
+    replay_share: float = TRAINER_DEFAULTS.replay_share  # of each incremental epoch's conversations
 
 
 # Synthetic therapy conversations: slots the therapist has to copy from the context (feeling, duration,
@@ -283,10 +285,11 @@ def bench_learning(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
     new_eval = build_examples(conversations(NEW_TOPICS, settings.eval_conversations, rng), tokenizer,
                               max_len=256, target_roles=("therapist",))
 
-    def run(name: str, parent: Path, dialogues: list[Dialogue], replay_pool: list[Dialogue], **hparams) -> tuple[Path, dict]:
-        common = dict(batch_size=settings.learning_batch_size, eval_share=0.0, seed=settings.seed, warmup_steps=20)
+    def run(name: str, parent: Path, dialogues: list[Dialogue], replay_pool: list[Dialogue], **recipe) -> tuple[Path, dict]:
+        hparams = ChatHParams(learning_rate=settings.learning_rate, batch_size=settings.learning_batch_size,
+                              eval_share=0.0, seed=settings.seed, **recipe)
         metrics = train_chat(parent_dir=parent, out_dir=work / name, new=dialogues, replay_pool=replay_pool,
-                             hparams=ChatHParams(**common, **hparams))
+                             hparams=hparams)
         print(f"  {name}: {metrics['steps']} steps, {metrics['tokens']} tokens, {metrics['duration_s']:.1f} s", flush=True)
         return work / name, metrics
 
@@ -296,11 +299,10 @@ def bench_learning(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
 
     print(f"learning: embedded base, {len(earlier)} earlier + {len(new)} new conversations "
           f"(held out: {settings.eval_conversations} each)", flush=True)
-    full_recipe = dict(learning_rate=settings.full_learning_rate, epochs=settings.full_epochs, replay_share=0.0)
-    earlier_dir, _ = run("earlier", base_dir, earlier, [], **full_recipe)
-    incr_dir, incr = run("incremental", earlier_dir, new, earlier, learning_rate=settings.incremental_learning_rate,
-                         epochs=settings.incremental_epochs, replay_share=settings.replay_share)
-    full_dir, full = run("full", base_dir, earlier + new, [], **full_recipe)
+    earlier_dir, _ = run("earlier", base_dir, earlier, [], epochs=settings.full_epochs, replay_share=0.0)
+    incr_dir, incr = run("incremental", earlier_dir, new, earlier, epochs=settings.incremental_epochs,
+                         replay_share=settings.replay_share)
+    full_dir, full = run("full", base_dir, earlier + new, [], epochs=settings.full_epochs, replay_share=0.0)
 
     earlier_before, earlier_after = loss_on(earlier_dir, earlier_eval), loss_on(incr_dir, earlier_eval)
     new_incr, new_full = loss_on(incr_dir, new_eval), loss_on(full_dir, new_eval)

@@ -54,11 +54,12 @@ class Settings:
     embedding_dim: int | None = None
     # Registry versions kept per family (the served one is always kept too).
     keep_versions: int = 3
-    # Chat training: epochs over new samples, and the share of older samples replayed beside them.
-    chat_epochs: int = 3
-    chat_learning_rate: float = 5e-4
-    chat_batch_size: int = 8
-    chat_replay_share: float = 0.5
+    # Chat training recipe; unset takes trainer.chat_training.ChatHParams' defaults, the recipe bench/train.py
+    # measures. The learning rate defaults by base: high for the small embedded GPT-2, low for a pretrained one.
+    chat_epochs: int | None = None  # passes over the new samples
+    chat_learning_rate: float | None = None  # peak LR after the re-warm-up
+    chat_batch_size: int | None = None
+    chat_replay_share: float | None = None  # share of each epoch's conversations replayed from older samples
     # Promotion gate: a new version is served unless it is worse than the served one on held-out data by more
     # than this fraction (chat: loss; image: tag F1).
     promotion_tolerance: float = 0.02

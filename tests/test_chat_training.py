@@ -79,9 +79,9 @@ def test_examples_learn_therapist_turns_from_masked_context(base_dir: Path) -> N
         assert tokenizer.decode(context).split(EOS_TOKEN)[:-1] == [text for _, text in dialogue(3)[:turn]]
 
     whole = examples[1]["input_ids"]
-    for max_len in (len(whole), len(whole) - 5, 24):  # a context that fits is kept; a longer one is cut from the left
+    for max_len in (len(whole) + 10, len(whole), len(whole) - 5, 24):  # the context is cut from the left to fit
         cut = build_examples([dialogue(3)], tokenizer, max_len=max_len, target_roles=("therapist",))[1]
-        assert cut["input_ids"] == whole[len(whole) - max_len :]
+        assert cut["input_ids"] == whole[max(0, len(whole) - max_len) :]
     opening = build_examples([[("therapist", "Welcome.")]], tokenizer, max_len=256, target_roles=("therapist",))[0]
     assert opening["input_ids"][0] == eos and opening["labels"][0] == IGNORE_INDEX
 

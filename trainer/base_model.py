@@ -27,13 +27,16 @@ from trainer.device import pick_device
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's, so DialoGPT-style examples look the same on every base
 CORPUS_PATH = Path(__file__).with_name("base_corpus.jsonl")
-# Tokenizer and model size: a vocabulary the small corpus can fill (it stops near 1,000 merges)
+# Tokenizer and model size: a vocabulary the small corpus can fill (it stops near 930 tokens)
 # and a model that trains in seconds on a CPU yet has the two layers copying from context needs.
 TOKENIZER_VOCAB_SIZE = 2048
 N_LAYER = 2
 N_HEAD = 4
 N_EMBD = 128
 N_POSITIONS = 256
+# The peak learning rate the embedded base trains well at, from scratch and incrementally (bench/train.py);
+# far above what a pretrained model such as DialoGPT takes.
+EMBEDDED_LEARNING_RATE = 3e-3
 
 
 def base_corpus() -> list[list[tuple[str, str]]]:

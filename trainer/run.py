@@ -153,15 +153,19 @@ def run_result(version: Version) -> dict[str, Any]:
 
 
 def _train_chat(settings: Settings, parent: Version, samples, *, after: int, out_dir: Path, progress):
+    from trainer.base_model import EMBEDDED_LEARNING_RATE
     from trainer.chat_training import ChatHParams, train_chat
 
     new, replay_pool = chat_dialogues(samples, after=after)
-    hparams = ChatHParams(
-        learning_rate=settings.chat_learning_rate,
-        batch_size=settings.chat_batch_size,
-        epochs=settings.chat_epochs,
-        replay_share=settings.chat_replay_share,
-    )
+    recipe = {
+        "learning_rate": settings.chat_learning_rate,
+        "batch_size": settings.chat_batch_size,
+        "epochs": settings.chat_epochs,
+        "replay_share": settings.chat_replay_share,
+    }
+    if settings.base_model is None and recipe["learning_rate"] is None:
+        recipe["learning_rate"] = EMBEDDED_LEARNING_RATE
+    hparams = ChatHParams(**{name: value for name, value in recipe.items() if value is not None})
     metrics = train_chat(parent_dir=parent.path, out_dir=out_dir, new=new, replay_pool=replay_pool,
                          hparams=hparams, progress=progress)
     return metrics, dataclasses.asdict(hparams), sum(len(d) for d in new)
