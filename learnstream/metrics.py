@@ -20,7 +20,12 @@ NAMES_NOT_REMOVED = Gauge(
     "learnstream_anonymizer_names_disabled", "1 when no NER model is loaded: names are NOT being removed"
 )
 TRAINING_RUNS = Counter("learnstream_training_runs_total", "Training runs finished", ["family", "decision"])
-TRAINING_FAILURES = Counter("learnstream_training_failures_total", "Training runs that failed", ["family"])
+# reason: "error" (the run failed; retried) or "missing_dependency" (the ml extra is not installed: counted once
+# per trainer start, the samples wait for it).
+TRAINING_FAILURES = Counter(
+    "learnstream_training_failures_total", "Training runs that failed or could not start", ["family", "reason"]
+)
+TRAINING_FAILURE_REASONS = ("error", "missing_dependency")
 TRAINING_SECONDS = Histogram(
     "learnstream_training_duration_seconds", "Training run duration", ["family"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
@@ -39,7 +44,8 @@ def start_at_zero(families: tuple[str, ...]) -> None:
     for family in families:
         for decision in ("promoted", "rejected"):
             TRAINING_RUNS.labels(family=family, decision=decision)
-        TRAINING_FAILURES.labels(family=family)
+        for reason in TRAINING_FAILURE_REASONS:
+            TRAINING_FAILURES.labels(family=family, reason=reason)
         SAMPLES_STORED.labels(family=family)
         SKIPPED_NO_CONSENT.labels(family=family)
         for result in ("ok", "failed", "rejected"):

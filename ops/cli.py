@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from learnstream.config import FAMILIES, ConfigError, Settings, load_settings
+from learnstream.ml_extra import MissingPackages
 from ops.broker import BrokerError, LocalBroker, broker_command
 from ops.logs import setup_logging
 
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         setup_logging(verbose=args.verbose, json_logs=settings.json_logs)
         return args.func(settings, args)
-    except (ConfigError, BrokerError, ValueError) as exc:
+    except (ConfigError, BrokerError, MissingPackages, ValueError) as exc:
         print(f"learnstream: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

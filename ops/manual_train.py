@@ -1,7 +1,8 @@
 """`learnstream train --family F [--from-scratch]`: a run now, threshold ignored.
 
 When a trainer is running (`learnstream up`), the request is handed to it over training.requests: one writer
-per registry. Otherwise the run happens here, with a progress bar, and is announced like any other.
+per registry. Otherwise the run happens here, with a progress bar, and is announced like any other. Without the
+packages the family's training needs (the ml extra), it raises MissingPackages, which names them, before anything.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
+from learnstream.ml_extra import TRAINING
 from learnstream.store import Store
 from learnstream.training_state import TrainerBusy, TrainerState
 from schemas import new_event_id, utc_now
@@ -48,6 +50,8 @@ async def _announce(settings: Settings, result: dict) -> None:
 
 
 def train_now(settings: Settings, family: str, *, from_scratch: bool) -> int:
+    # Before any hand-over: a trainer sharing this data dir almost always runs from this installation too.
+    TRAINING[family].require()
     state = TrainerState(settings.data_dir)
     try:
         with state.running():

@@ -1,11 +1,16 @@
-"""`learnstream status [--json]`: the training status, for people or as /api/ai/training-status prints it."""
+"""`learnstream status [--json]`: the training status, for people or as /api/ai/training-status prints it.
+
+Its "degraded" list says which families cannot train here for want of the ml extra: status reads this host's
+store, so it runs where the trainer runs, from the same installation.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from learnstream.config import Settings
+from learnstream.config import FAMILIES, Settings
+from learnstream.ml_extra import TRAINING
 from learnstream.registry import Registry
 from learnstream.store import Store
 from serving.status import training_status
@@ -13,7 +18,8 @@ from serving.status import training_status
 
 async def _status(settings: Settings) -> dict:
     async with Store(settings.store_path) as store:
-        return await training_status(settings, store, Registry(settings.registry_dir), degraded=[])
+        degraded = [reason for family in FAMILIES if (reason := TRAINING[family].unavailable()) is not None]
+        return await training_status(settings, store, Registry(settings.registry_dir), degraded=degraded)
 
 
 def print_status(settings: Settings, *, as_json: bool) -> int:
@@ -35,4 +41,8 @@ def print_status(settings: Settings, *, as_json: bool) -> int:
                   f"{run.get('time_s') or 0:.1f}s ({run['finished_at']})")
         if f["erased_in_versions"]:
             print(f"  versions trained on since-erased data: {f['erased_in_versions']}")
+    if status["degraded"]:
+        print("\ndegraded:")
+        for problem in status["degraded"]:
+            print(f"  {problem}")
     return 0

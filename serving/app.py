@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from learnstream import topics
 from learnstream.config import Settings
 from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
+from learnstream.ml_extra import LOCAL_CHAT
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import Registry, RegistryError, Version, rollback
 from learnstream.store import Store
@@ -61,8 +62,11 @@ class Serving:
         self.key = settings.key_bytes()
         self.registry = Registry(settings.registry_dir)
         self.store = Store(settings.store_path)
+        # Without the ml extra there is no local chat model: the remote backend, if configured, answers alone.
+        local_chat_unavailable = LOCAL_CHAT.unavailable()
         self.holders = {
-            "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation)),
+            "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation),
+                                unavailable=local_chat_unavailable),
             "image": ModelHolder("image", self.registry, load=_load_image),
         }
         self.updates = ModelUpdates(settings, self.holders)
@@ -71,8 +75,9 @@ class Serving:
         self.remote = remote_backend(settings)
         # Router metrics live in this replica's own registry: several replicas may share a process in tests.
         self.metrics_registry = CollectorRegistry()
-        self.router = ChatRouter(settings=router_settings(settings), local=LocalBackend(generate=self._generate_local),
-                                 remote=self.remote, registry=self.metrics_registry)
+        local = None if local_chat_unavailable is not None else LocalBackend(generate=self._generate_local)
+        self.router = ChatRouter(settings=router_settings(settings), local=local, remote=self.remote,
+                                 registry=self.metrics_registry)
         self.tokens = auth.parse_tokens(settings.api_tokens)
         self._updates_task: asyncio.Task | None = None
         self.app = self._build_app()
@@ -161,7 +166,10 @@ class Serving:
                 answer = await self.router.reply(subject=subject, history=self.history.get(session), message=message)
             except BackendError as exc:
                 log.error("chat: no backend could answer (%s)", exc)
-                raise web.HTTPServiceUnavailable(text='{"error": "no chat backend available"}',
+                error = {"error": "no chat backend available"}
+                if (reason := self.holders["chat"].unavailable) is not None:
+                    error["reason"] = reason
+                raise web.HTTPServiceUnavailable(text=orjson.dumps(error).decode(),
                                                  content_type="application/json") from None
             self.history.append(session, message, answer.text)
             reply = {"reply": answer.text, "model_version": answer.model_version, "backend": answer.backend}
@@ -180,7 +188,9 @@ class Serving:
         if NAMES_NOT_REMOVED._value.get():  # noqa: SLF001 - the gauge is the single source of this fact
             problems.append("anonymizer: no NER model, names are not being removed")
         for family, holder in self.holders.items():
-            if holder.current is None:
+            if holder.unavailable is not None:
+                problems.append(f"{family}: {holder.unavailable}")
+            elif holder.current is None:
                 problems.append(f"{family}: no model served yet")
         return problems
 
@@ -266,7 +276,9 @@ class Serving:
         return web.json_response({"alive": True})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.holders["chat"].current is not None or self.remote is not None
+        chat = self.holders["chat"]
+        # Without a local model to wait for, a replica is as ready as it gets: images, and the remote if any.
+        ready = chat.current is not None or chat.unavailable is not None or self.remote is not None
         body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(),
                                 "served": {f: h.version for f, h in self.holders.items()}}
         return web.json_response(body, status=200 if ready else 503)

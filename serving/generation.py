@@ -10,8 +10,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationSettings:
@@ -58,6 +56,8 @@ def generate_reply(model, tokenizer, history: list[str], *, settings: Generation
     measures how expected the reply was to the model whatever the sampling settings. A fallback reply has
     confidence 0. Synchronous and CPU/GPU bound: run it in a worker thread.
     """
+    import torch  # here, not at the top: serving imports this module without the ml extra (no local chat then)
+
     if not history:
         raise ValueError("history must end with the user's message")
     eos = tokenizer.eos_token_id

@@ -61,16 +61,22 @@ def release_memory() -> None:
 
 
 class ModelHolder:
-    def __init__(self, family: str, registry: Registry, *, load: Callable[[Version], Any]) -> None:
+    def __init__(self, family: str, registry: Registry, *, load: Callable[[Version], Any],
+                 unavailable: str | None = None) -> None:
         """load(version) -> a ready model (loaded AND warmed up); it runs in the loader thread. The model must
-        support weak references (any ordinary class does): that is how the holder sees the old one go."""
+        support weak references (any ordinary class does): that is how the holder sees the old one go.
+        unavailable: why no version can load on this replica (say, a package the loader needs is not installed);
+        the holder then serves nothing and tries nothing, rather than failing at every event and reconciliation."""
         self.family = family
         self.registry = registry
         self._load = load
+        self.unavailable = unavailable
         self.current: Served | None = None
         self._swap_lock = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{family}-loader",
                                           initializer=_lower_priority)
+        if unavailable is not None:
+            log.warning("%s: no model is served on this replica: %s", family, unavailable)
 
     @property
     def version(self) -> int | None:
@@ -86,6 +92,8 @@ class ModelHolder:
     async def swap_to(self, number: int, *, manifest_sha256: str | None = None) -> bool:
         """True once `number` is served. Returns after the old model's memory is released, so swaps never pile
         up models: at most two are held, the old one only while requests still use it (or DRAIN_TIMEOUT_S)."""
+        if self.unavailable is not None:
+            return False
         async with self._swap_lock:  # one swap at a time; the next event waits for this one
             if number == self.version:
                 return True

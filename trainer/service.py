@@ -7,6 +7,9 @@ decision -> the served pointer moves (if promoted) -> model.updated is published
 promotion history -> the watermark (last_trained_id) advances. A trainer killed before the history step finishes
 that version at its next start (every step is idempotent); killed before the watermark step, it retrains the same
 samples. Nothing is skipped. The child exits with its trainer, so a killed trainer leaves no run behind.
+
+Without the ml extra (torch, transformers, ...) the trainer still starts and counts: a family that is due says
+once what is missing and how to install it, and its samples wait in the store, the watermark where it was.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import (TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
                                  TRAINING_RUNS, TRAINING_SECONDS)
+from learnstream.ml_extra import TRAINING, MissingPackages
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
 from learnstream.training_state import TrainerState
@@ -109,13 +113,17 @@ class TrainerService:
         self._lock = contextlib.ExitStack()
         self._runs: dict[str, asyncio.Task] = {}
         self._stopping = asyncio.Event()
+        self._reported_missing: set[str] = set()  # families whose missing packages were logged and counted
 
     async def start(self) -> None:
         self._lock.enter_context(self.state.running())
         await self.store.start()
         await self._producer.start()
         for family in FAMILIES:
-            base = await asyncio.to_thread(ensure_base, self.settings, self.registry, family)  # takes the lock
+            try:
+                base = await asyncio.to_thread(ensure_base, self.settings, self.registry, family)  # takes the lock
+            except MissingPackages:
+                base = None  # the family's first run builds it; until then, schedule() reports what is missing
             if base is not None:
                 log.info("%s: base model ready as version 0", family)
                 await publish_model_updated(self._producer, self.settings,
@@ -194,8 +202,20 @@ class TrainerService:
         if family in self._runs:
             log.info("%s: a run is already in progress; the request joins the next one", family)
             return
+        # Asked each time (a lookup, no import): packages installed meanwhile are used by the next run's child.
+        if (reason := TRAINING[family].unavailable()) is not None:
+            self._report_missing(family, reason)
+            return
         log.info("%s: Training scheduled in background (%s)", family, "manual" if manual else "threshold reached")
         self._runs[family] = asyncio.create_task(self._run(family, from_scratch=from_scratch))
+
+    def _report_missing(self, family: str, reason: str) -> None:
+        """Once per family: every new sample would repeat it, and nothing changes until the packages come."""
+        if family in self._reported_missing:
+            return
+        self._reported_missing.add(family)
+        TRAINING_FAILURES.labels(family=family, reason="missing_dependency").inc()
+        log.error("%s: cannot train, the samples wait in the store: %s", family, reason)
 
     async def _run(self, family: str, *, from_scratch: bool) -> None:
         try:
@@ -215,7 +235,7 @@ class TrainerService:
         except asyncio.CancelledError:
             raise
         except Exception:
-            TRAINING_FAILURES.labels(family=family).inc()
+            TRAINING_FAILURES.labels(family=family, reason="error").inc()
             log.exception("%s: training run failed; the samples stay pending and are retried", family)
             await asyncio.sleep(RETRY_AFTER_FAILURE_S)  # no hot loop on a persistent failure
         finally:
