@@ -1,6 +1,7 @@
 """The anonymizer role: chat.raw / image.raw / erasure.requests -> *.anon (or the source topic's DLQ).
 
-Outputs are sent with an idempotent acks=all producer and awaited before the batch's offsets are committed.
+Outputs are sent with an idempotent acks=all producer and awaited before the batch's offsets are committed; the
+next batch is anonymized meanwhile (see consumers/stage.py).
 An event that makes the text engine itself fail goes to the DLQ (reason "anonymizer_error") on its own, so one
 hostile text can neither stall its partition nor take the rest of its batch down with it.
 """
@@ -21,6 +22,7 @@ from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.keystore import KeyStore
 from learnstream.metrics import DLQ, PRODUCED, SKIPPED_NO_CONSENT
+from schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class AnonymizerService(ConsumerStage):
         await super().stop()
         await self._producer.stop()
 
-    async def handle(self, records: list[ConsumerRecord]) -> None:
+    async def prepare(self, records: list[ConsumerRecord]) -> list[Output]:
         by_kind: dict[str, list[ConsumerRecord]] = {}
         for record in records:
             by_kind.setdefault(_KIND_BY_TOPIC[record.topic.removeprefix(self._prefix)], []).append(record)
@@ -63,11 +65,13 @@ class AnonymizerService(ConsumerStage):
         for kind, group in by_kind.items():
             outcomes = await self._anonymize(kind, [r.value or b"" for r in group])
             outputs += [out for record, outcome in zip(group, outcomes) for out in self._route(kind, record, outcome)]
-        deliveries = [await self._producer.send(f"{self._prefix}{topic}", orjson.dumps(value), key=key)
-                      for topic, value, key in outputs]
+        return outputs
+
+    async def persist(self, outputs: list[Output]) -> None:
+        await kafka.send_all(self._producer, [(f"{self._prefix}{topic}", key, orjson.dumps(value))
+                                              for topic, value, key in outputs])
         for topic, count in Counter(topic for topic, _, _ in outputs).items():
             PRODUCED.labels(topic=topic).inc(count)
-        await asyncio.gather(*deliveries)
 
     async def _anonymize(self, kind: str, raws: list[bytes]) -> list[Outcome]:
         """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the

@@ -2,7 +2,8 @@
 
 1. Rebuild: a new store file beside the live one, from the beginning of every *.anon topic (and the DLQ index) up to
    their end at the start, through the same sorting and the same idempotent, erasure-honouring writes as the store
-   writer. Owners erased by crypto-shredding stay erased: their samples cannot be unsealed any more.
+   writer. Erased owners stay erased: the erasure ledger on the same topics removes their samples (whose keys are
+   destroyed anyway).
 2. Swap: one SQLite transaction replaces the live store's content with the rebuilt one. Readers that hold the store
    open (serving, the trainer) see the old content or the new, never a mix; replacing the file itself under open
    connections would corrupt SQLite's write-ahead log. Every sample keeps the id it has in the live store, because
@@ -20,13 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 import aiosqlite
-import orjson
 
-from consumers import dlq
-from consumers.store_writer import DLQ_TOPICS, StoreWriterService, add_anon_record
+from consumers.store_writer import DLQ_TOPICS, StoreWriterService, sort_record
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
-from learnstream.keystore import KeyStore
 from learnstream.store import Batch, Store
 from schemas import InvalidEvent
 
@@ -47,36 +45,28 @@ async def rebuild(settings: Settings, target: Path, *, progress: Progress | None
     """Build a store at `target` from the topics; returns (records read, content hash)."""
     prefix = settings.topic_prefix
     started, count, batch = time.monotonic(), 0, Batch()
-    writing: asyncio.Task | None = None  # the previous batch, written while the next one is decoded
-    keys = KeyStore(settings.keys_path)
-    try:
-        async with Store(target) as store:
-            # A scratch file until the swap: a crash only means replaying again, so no fsync per batch.
-            await store.db.execute("PRAGMA synchronous=OFF")
-            names = [topics.anon(f) for f in FAMILIES] + list(DLQ_TOPICS)
-            async for record in kafka.read_to_end(settings, names):
-                topic = record.topic.removeprefix(prefix)
+    writing: asyncio.Task | None = None  # the previous batch, written (in SQLite's thread) while the next is decoded
+    async with Store(target) as store:
+        # A scratch file until the swap: a crash only means replaying again, so no fsync per batch.
+        await store.db.execute("PRAGMA synchronous=OFF")
+        names = [topics.anon(f) for f in FAMILIES] + list(DLQ_TOPICS)
+        async for records in kafka.read_batches_to_end(settings, names):
+            for record in records:
                 try:
-                    value = orjson.loads(record.value or b"")
-                    if topic.endswith(".dlq"):
-                        batch.dlq.append(dlq.index_row(topic, value))
-                    else:
-                        add_anon_record(batch, value, keys=keys)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidEvent):
+                    sort_record(batch, record.topic.removeprefix(prefix), record.value)
+                except InvalidEvent:
                     pass  # the live store writer sent it to the DLQ, which this replay indexes too
-                count += 1
-                if count % BATCH == 0:
-                    if writing is not None:
-                        await writing
-                    writing, batch = asyncio.create_task(store.write(batch)), Batch()
-                    if progress:
-                        progress(count, count / max(time.monotonic() - started, 1e-9))
-            if writing is not None:
-                await writing
-            await store.write(batch)
-            digest = await store.content_hash()
-    finally:
-        keys.close()
+            count += len(records)
+            if len(batch.samples) >= BATCH:
+                if writing is not None:
+                    await writing
+                writing, batch = asyncio.create_task(store.write(batch)), Batch()
+                if progress:
+                    progress(count, count / max(time.monotonic() - started, 1e-9))
+        if writing is not None:
+            await writing
+        await store.write(batch)
+        digest = await store.content_hash()
     if progress:
         progress(count, count / max(time.monotonic() - started, 1e-9))
     return count, digest

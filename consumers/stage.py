@@ -1,12 +1,17 @@
-"""The consume loop every pipeline stage shares: fetch a batch, make it durable, then commit its offsets.
+"""The consume loop every pipeline stage shares: fetch a batch, prepare it, make it durable, commit its offsets.
 
-A stage subclasses ConsumerStage and implements `handle(records)`. Offsets are committed only after `handle`
-returns, i.e. after the stage's output is acknowledged by Kafka or committed to SQLite; a crash in between
-redelivers the batch, and every output is idempotent on event_id, so nothing is lost and nothing doubles.
+A stage subclasses ConsumerStage and implements two phases. `prepare(records)` does the batch's CPU work (decode,
+anonymize) and nothing durable, so it can be dropped and redone. `persist(prepared)` makes the result durable
+(acknowledged by Kafka, committed to SQLite) and is idempotent on event_id. Offsets are committed only after
+`persist` returns, so a crash in between redelivers the batch and nothing is lost or doubled.
 
-The loop outlives the broker: while Kafka or the disk is unavailable, a failed batch is rewound to its first
-offsets and retried with a growing pause, instead of ending the role (and without ever skipping past it).
-Any other exception is a bug: it ends the loop with nothing committed, so a restart redelivers the batch.
+The phases overlap: while batch N is persisted (waiting on the broker's acks, or on SQLite in its own thread),
+batch N+1 is fetched and prepared. Persists never overlap each other, so outputs keep their order, and offsets
+are committed batch by batch in order.
+
+The loop outlives the broker: while Kafka or the disk is unavailable, every batch not yet committed is rewound to
+its first offsets and retried with a growing pause, instead of ending the role (and without ever skipping past
+it). Any other exception is a bug: it ends the loop with nothing more committed, so a restart redelivers.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
@@ -30,8 +36,16 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (KafkaError, OSError, sqlite3.OperationalError)
 FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 10.0
+# How long stop() lets the loop finish the batch it is persisting; after that a restart redelivers it.
+STOP_GRACE_S = 30.0
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
+
+
+@dataclass
+class _Persisting:
+    batch: Batch
+    task: asyncio.Task
 
 
 class ConsumerStage:
@@ -49,6 +63,8 @@ class ConsumerStage:
             settings, *self.source_topics, group_id=self.group_id, max_poll_records=self.max_records
         )
         self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()  # run() has returned (or never ran)
+        self._stopped.set()
         self._started = False
         self._pause_s = FIRST_PAUSE_S
 
@@ -58,6 +74,10 @@ class ConsumerStage:
 
     async def stop(self) -> None:
         self._stopping.set()
+        try:  # let the loop finish persisting and committing its last batch
+            await asyncio.wait_for(self._stopped.wait(), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("%s: stopping with a batch still being persisted; it will be redelivered", self.group_id)
         if self._started:
             self._started = False
             await self._consumer.stop()
@@ -69,37 +89,68 @@ class ConsumerStage:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def handle(self, records: list[ConsumerRecord]) -> None:
+    async def prepare(self, records: list[ConsumerRecord]) -> Any:
+        """The batch's CPU work, with no durable effect (it may be dropped and redone)."""
+        raise NotImplementedError
+
+    async def persist(self, prepared: Any) -> None:
+        """Make a prepared batch durable; idempotent on event_id."""
         raise NotImplementedError
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            except ConsumerStoppedError:
-                return  # stop() was called while waiting for records
-            except KafkaError as exc:
-                await self._pause(f"fetch failed ({type(exc).__name__})")
-                continue
-            if not batch:
-                continue
-            try:
-                await self.handle([r for part in batch.values() for r in part])
-            except TRANSIENT_ERRORS as exc:
-                self._rewind(batch)
-                await self._pause(f"a batch of {sum(map(len, batch.values()))} records failed "
-                                  f"({type(exc).__name__}); it will be retried")
-                continue
-            self._pause_s = FIRST_PAUSE_S
-            self._observe(batch, committed=await self._commit(batch))
+        self._stopped.clear()
+        persisting: _Persisting | None = None  # the previous batch, being made durable
+        try:
+            while not self._stopping.is_set():
+                # Waiting for the next batch while the last one persists keeps the two overlapped; at the end of
+                # the stream it delays only that batch's offset commit (its output is already durable).
+                batch = await self._fetch(timeout_ms=200)
+                if batch is None:
+                    return
+                try:
+                    prepared = await self.prepare([r for part in batch.values() for r in part]) if batch else None
+                    if persisting is not None:
+                        await persisting.task
+                except TRANSIENT_ERRORS as exc:
+                    uncommitted = [batch]
+                    if persisting is not None:  # done or not, it is redone after the rewind: let it end first
+                        await asyncio.gather(persisting.task, return_exceptions=True)
+                        uncommitted, persisting = [persisting.batch, batch], None
+                    self._rewind(uncommitted)
+                    await self._pause(f"a batch of {sum(len(r) for b in uncommitted for r in b.values())} records "
+                                      f"failed ({type(exc).__name__}); it will be retried")
+                    continue
+                durable = persisting.batch if persisting is not None else None
+                # The next persist starts before this commit's round trip, so the two overlap too.
+                persisting = _Persisting(batch, asyncio.create_task(self.persist(prepared))) if batch else None
+                if durable is not None:
+                    self._pause_s = FIRST_PAUSE_S
+                    self._observe(durable, committed=await self._commit(durable))
+        finally:
+            if persisting is not None:  # stopping: finish the write; its offsets are left to the redelivery
+                await asyncio.gather(persisting.task, return_exceptions=True)
+            self._stopped.set()
 
-    def _rewind(self, batch: Batch) -> None:
-        """Fetch the batch again from its first offsets. A partition taken away by a rebalance meanwhile is
-        redelivered to its new owner from the last committed offset, which this batch never passed."""
+    async def _fetch(self, *, timeout_ms: int) -> Batch | None:
+        """The next batch ({} when none came, or after a failure and its pause); None once stopped."""
+        try:
+            return await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
+        except ConsumerStoppedError:
+            return None
+        except KafkaError as exc:
+            await self._pause(f"fetch failed ({type(exc).__name__})")
+            return {}
+
+    def _rewind(self, batches: list[Batch]) -> None:
+        """Fetch the uncommitted batches again from their first offsets. A partition taken away by a rebalance
+        meanwhile is redelivered to its new owner from the last committed offset, which they never passed."""
         owned = self._consumer.assignment()
-        for tp, records in batch.items():
+        first: dict[TopicPartition, int] = {}
+        for batch in reversed(batches):  # the earlier batch's offsets win
+            first.update({tp: records[0].offset for tp, records in batch.items()})
+        for tp, offset in first.items():
             if tp in owned:
-                self._consumer.seek(tp, records[0].offset)
+                self._consumer.seek(tp, offset)
 
     async def _pause(self, why: str) -> None:
         log.warning("%s: %s; pausing %.1fs", self.group_id, why, self._pause_s)

@@ -2,25 +2,26 @@
 
 Offsets are committed only after the SQLite commit; writes are idempotent on event_id, so a redelivered batch
 stores nothing twice. After each commit the new watermark is announced on samples.stored, so the trainer never
-trains on anything that is not durable.
+trains on anything that is not durable. Samples are stored as they arrive, content still sealed (see
+learnstream/store.py): decoding a batch is a JSON parse per record, and SQLite's work runs in its own thread while
+the next batch is decoded (consumers/stage.py).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 
 import orjson
-from cryptography.exceptions import InvalidTag
 from aiokafka import ConsumerRecord
 
 from consumers import dlq
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
-from learnstream.keystore import KeyStore, unseal
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
-from learnstream.store import Batch, Store, sample_family
+from learnstream.store import Batch, Store, sample_row
 from schemas import InvalidEvent, utc_now
 
 log = logging.getLogger(__name__)
@@ -31,29 +32,41 @@ DLQ_TOPICS = tuple(topics.dlq(t) for f in FAMILIES for t in (topics.raw(f), topi
 )
 
 
-def add_anon_record(batch: Batch, value: dict, *, keys: KeyStore) -> None:
-    """Sort one *.anon record into the batch (shared with replay). Raises InvalidEvent for anything else.
-    A sample whose key was destroyed belongs to an erased owner: it is dropped (the ledger says why)."""
+def sort_record(batch: Batch, topic: str, body: bytes | None) -> None:
+    """Sort one record of an *.anon topic or a DLQ (`topic` without prefix) into the batch; shared with replay.
+    Raises InvalidEvent for anything that is neither."""
+    try:
+        value = orjson.loads(body or b"")
+        if topic.endswith(".dlq"):
+            batch.dlq.append(dlq.index_row(topic, value))
+        else:
+            _add_anon_record(batch, value, body)
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InvalidEvent("invalid_record", None, type(exc).__name__) from None
+
+
+def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
     schema = value.get("schema") if isinstance(value, dict) else None
     if schema in _SAMPLE_SCHEMAS:
-        if "sealed" in value:
-            try:
-                value = unseal(value, keys)
-            except (InvalidTag, ValueError, KeyError, TypeError):
-                raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample") from None
-            if value is None:
-                return
         group = "session" if schema.startswith("chat.") else "image_id"
         for name in ("event_id", "ts", "owner", group):
             if not isinstance(value.get(name), str):
                 raise InvalidEvent("missing_field", name, "required in an anonymized sample")
-        batch.samples.append(value)
+        if "sealed" in value and not (isinstance(value["sealed"], str) and isinstance(value.get("kid"), str)):
+            raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample")
+        batch.samples.append(sample_row(value, body))
     elif schema == "skip.v1":
         batch.skipped.append((value["event_id"], value["family"], value["reason"]))
     elif schema == "erasure.ledger.v1":
         batch.erasures.append((value["owner"], value["ts"]))
     else:
         raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")
+
+
+@dataclass
+class _Decoded:
+    batch: Batch = field(default_factory=Batch)
+    bad: list[tuple[ConsumerRecord, InvalidEvent]] = field(default_factory=list)
 
 
 class StoreWriterService(ConsumerStage):
@@ -66,8 +79,8 @@ class StoreWriterService(ConsumerStage):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.store = Store(settings.store_path)
-        self.keys = KeyStore(settings.keys_path)
-        self._producer = kafka.producer(settings)
+        # No linger: it sends one watermark per batch, and the batch's commit waits for it.
+        self._producer = kafka.producer(settings, linger_ms=0)
         self._prefix = settings.topic_prefix
 
     async def start(self) -> None:
@@ -80,24 +93,21 @@ class StoreWriterService(ConsumerStage):
         await self._producer.stop()
         await self.store.stop()
 
-    async def handle(self, records: list[ConsumerRecord]) -> None:
-        batch, bad = Batch(), []
+    async def prepare(self, records: list[ConsumerRecord]) -> _Decoded:
+        decoded = _Decoded()
         for record in records:
-            topic = record.topic.removeprefix(self._prefix)
             try:
-                value = orjson.loads(record.value or b"")
-                if topic.endswith(".dlq"):
-                    batch.dlq.append(dlq.index_row(topic, value))
-                else:
-                    add_anon_record(batch, value, keys=self.keys)
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                bad.append((record, InvalidEvent("invalid_record", None, type(exc).__name__)))
+                sort_record(decoded.batch, record.topic.removeprefix(self._prefix), record.value)
             except InvalidEvent as error:
-                bad.append((record, error))
-        for record, error in bad:
+                decoded.bad.append((record, error))
+        return decoded
+
+    async def persist(self, decoded: _Decoded) -> None:
+        batch = decoded.batch
+        for record, error in decoded.bad:
             await self._dead_letter(record, error, batch)
         await self.store.write(batch)
-        added = Counter(sample_family(s) for s in batch.samples)
+        added = Counter(row[1] for row in batch.samples)
         for family, count in added.items():
             SAMPLES_STORED.labels(family=family).inc(count)
         for family in FAMILIES if batch.erasures else added:

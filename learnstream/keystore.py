@@ -1,8 +1,8 @@
 """Per-person data keys for crypto-shredding the long-retention *.anon topics.
 
 The anonymizer seals each sample's content (text, scores, captions, embeddings, faces) with its owner's data key
-(AES-256-GCM) before it goes on a *.anon topic; the store writer and replay unseal it. Erasure destroys the owner's
-keys: every copy of their samples in the topic, its replicas and any backup becomes unreadable at once, with no
+(AES-256-GCM) before it goes on a *.anon topic; the store keeps it sealed and its readers unseal it. Erasure
+destroys the owner's keys: every copy of their samples in the topic, its replicas and any backup becomes unreadable at once, with no
 rewrite of the log (Kafka cannot delete single records from a non-compacted topic). The identifiers left in the
 clear (event id, time, pseudonyms) carry no content and are unlinkable without the pseudonym key.
 
@@ -40,6 +40,12 @@ class KeyStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> "KeyStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def key_for_owner(self, owner: str) -> tuple[str, bytes]:
         """The owner's current (kid, key), created on first use."""

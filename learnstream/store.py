@@ -1,5 +1,10 @@
 """The training store: a SQLite materialized view of the *.anon topics (rebuildable by `learnstream replay`).
 
+A sample is stored as it is on its topic: routing fields in the clear (pseudonymous event id, time, owner, group)
+and its content sealed under its owner's key (learnstream/keystore.py). So the store is encrypted at rest per
+person, a sample is written without being decrypted or re-encoded, and erasure's crypto-shredding reaches every
+copy of the store too. Readers unseal with the key store (`samples`).
+
 Every write is idempotent: samples on event_id, DLQ index rows on (topic, partition, offset), so a redelivered
 batch changes nothing. One transaction per batch; the caller commits Kafka offsets only after it returns.
 Row ids grow monotonically and are the trainer's watermark (the seed's "last_trained_id").
@@ -8,12 +13,18 @@ Row ids grow monotonically and are the trainer's watermark (the seed's "last_tra
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
+from cryptography.exceptions import InvalidTag
+
+from learnstream.keystore import KeyStore, unseal
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -25,7 +36,7 @@ CREATE TABLE IF NOT EXISTS samples (
     ts TEXT NOT NULL,
     owner TEXT NOT NULL,          -- pseudonymous user
     grp TEXT NOT NULL,            -- pseudonymous session (chat) or image_id (image)
-    body BLOB NOT NULL            -- the anonymized sample as JSON
+    body BLOB NOT NULL            -- the anonymized sample as on its topic: JSON, content sealed
 );
 CREATE INDEX IF NOT EXISTS samples_family ON samples(family, id);
 CREATE INDEX IF NOT EXISTS samples_owner ON samples(owner);
@@ -43,24 +54,25 @@ CREATE TABLE IF NOT EXISTS erased_samples (
 """
 
 
+# (event_id, family, ts, owner, group, body): a sample's routing fields beside the record as on its topic.
+SampleRow = tuple[str, str, str, str, str, bytes]
+
+
 @dataclass
 class Batch:
     """What one consumer batch makes durable, written in one transaction."""
 
-    samples: list[dict[str, Any]] = field(default_factory=list)  # anonymized samples (chat/image .sample.v1)
+    samples: list[SampleRow] = field(default_factory=list)  # anonymized samples (chat/image .sample.v1)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, family, reason)
     dlq: list[tuple[str, int, int, str, str, str]] = field(default_factory=list)  # topic, partition, offset, source, reason, ts
     erasures: list[tuple[str, str]] = field(default_factory=list)  # (owner pseudonym, ts)
 
 
-def sample_family(sample: dict[str, Any]) -> str:
-    return sample["schema"].split(".", 1)[0]
-
-
-def _sample_row(sample: dict[str, Any]) -> tuple[str, str, str, str, str, bytes]:
-    family = sample_family(sample)
+def sample_row(sample: dict[str, Any], body: bytes) -> SampleRow:
+    """A validated anonymized sample (decoded from `body`, its record) as a row."""
+    family = sample["schema"].split(".", 1)[0]
     group = sample["session"] if family == "chat" else sample["image_id"]
-    return sample["event_id"], family, sample["ts"], sample["owner"], group, orjson.dumps(sample)
+    return sample["event_id"], family, sample["ts"], sample["owner"], group, body
 
 
 class Store:
@@ -104,10 +116,9 @@ class Store:
                 "INSERT OR IGNORE INTO erasures(owner, ts) VALUES (?, ?)", batch.erasures
             )
             await db.executemany(
-                "INSERT INTO samples(event_id, family, ts, owner, grp, body) SELECT ?, ?, ?, ?, ?, ? "
-                "WHERE NOT EXISTS (SELECT 1 FROM erasures e WHERE e.owner = ?4 AND e.ts >= ?3) "
+                "INSERT INTO samples(event_id, family, ts, owner, grp, body) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(event_id) DO NOTHING",
-                [_sample_row(s) for s in batch.samples],
+                await self._not_erased(batch.samples),
             )
             await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?, ?)", batch.skipped)
             await db.executemany("INSERT OR IGNORE INTO dlq VALUES (?, ?, ?, ?, ?, ?)", batch.dlq)
@@ -117,6 +128,18 @@ class Store:
         except BaseException:
             await db.rollback()
             raise
+
+    async def _not_erased(self, rows: list[SampleRow]) -> list[SampleRow]:
+        """The rows except samples of erased owners dated at or before their erasure: one lookup per batch, not a
+        subquery per row (which costs as much as the insert itself)."""
+        owners = orjson.dumps(sorted({row[3] for row in rows})).decode()
+        async with self.db.execute(
+            "SELECT owner, ts FROM erasures WHERE owner IN (SELECT value FROM json_each(?))", (owners,)
+        ) as cursor:
+            erased = dict(await cursor.fetchall())
+        if not erased:
+            return rows
+        return [row for row in rows if row[3] not in erased or erased[row[3]] < row[2]]
 
     async def _erase(self, owner: str, ts: str) -> None:
         await self.db.execute(
@@ -138,13 +161,27 @@ class Store:
         row = await (await self.db.execute(sql, args)).fetchone()
         return row[0]
 
-    async def samples(self, family: str, *, up_to: int | None = None) -> list[tuple[int, dict[str, Any]]]:
-        """(id, sample) pairs in id order, up to a watermark."""
+    async def samples(self, family: str, *, keys: KeyStore, up_to: int | None = None
+                      ) -> list[tuple[int, dict[str, Any]]]:
+        """(id, sample) pairs in id order, up to a watermark, content unsealed. A sample whose key is gone (its
+        owner was erased, and the ledger has not reached this store yet) or that fails to unseal is left out."""
         sql, args = "SELECT id, body FROM samples WHERE family = ?", [family]
         if up_to is not None:
             sql, args = sql + " AND id <= ?", [*args, up_to]
         rows = await (await self.db.execute(sql + " ORDER BY id", args)).fetchall()
-        return [(row[0], orjson.loads(row[1])) for row in rows]
+        samples, unreadable = [], 0
+        for row_id, body in rows:
+            record = orjson.loads(body)
+            try:
+                sample = unseal(record, keys) if "sealed" in record else record
+            except (InvalidTag, ValueError, KeyError, TypeError):
+                sample, unreadable = None, unreadable + 1
+            if sample is not None:
+                samples.append((row_id, sample))
+        if unreadable:
+            log.warning("%d stored %s samples failed to unseal (tampered or corrupt) and were left out",
+                        unreadable, family)
+        return samples
 
     async def skipped_count(self, family: str) -> int:
         row = await (await self.db.execute("SELECT COUNT(*) FROM skipped WHERE family = ?", (family,))).fetchone()

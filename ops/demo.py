@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from learnstream.config import Settings
+from learnstream.keystore import KeyStore
 from ops.broker import LocalBroker, free_port
 from ops.up import Pipeline
 from producers.jsonl import produce_lines
@@ -74,7 +75,8 @@ async def _demo(settings: Settings) -> None:
         _say("Training status (GET /api/ai/training-status, chat)")
         for key in ("samples_stored", "skipped_no_consent", "dlq", "dlq_by_reason", "served_version", "runs"):
             print(f"    {key}: {chat[key]}")
-        sample = (await pipeline.serving.store.samples("chat"))[0][1]
+        with KeyStore(pipeline.settings.keys_path) as keys:
+            sample = (await pipeline.serving.store.samples("chat", keys=keys))[0][1]
         _say("A stored sample: ids are keyed pseudonyms, names and places are placeholders")
         print(f"    {orjson.dumps(sample).decode()}")
 

@@ -17,7 +17,7 @@ from learnstream.pseudonym import pseudonym
 from learnstream.store import Store
 from producers.sdk import EventProducer
 from tests.procs import run_cli
-from tests.test_pipeline import chat_event, wait_for
+from tests.test_pipeline import chat_event, stored_samples, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -111,7 +111,7 @@ async def test_hostile_payloads_land_in_the_dlq_and_odd_valid_text_is_stored_int
             await events.send(event)
     async with Store(settings.store_path) as store:
         await wait_for(lambda: _stored(store, len(valid)), timeout=120)
-        stored = {s["event_id"]: s["text"] for _, s in await store.samples("chat")}
+        stored = {s["event_id"]: s["text"] for s in await stored_samples(settings)}
         by_reason = await wait_for(lambda: _dlq_total(store, sum(1 for t, _, _ in HOSTILE if "erasure" not in t)))
     key = settings.key_bytes()
     assert stored == {pseudonym(key, "event", e["event_id"]): e["text"] for e in valid}
@@ -171,7 +171,7 @@ async def test_dlq_list_then_redrive_after_the_limit_is_raised(make_settings, st
     assert "redriven 1" in done.stderr
     async with Store(settings.store_path) as store:
         await wait_for(lambda: _stored(store, 1))
-        [(_, sample)] = await store.samples("chat")
+    [sample] = await stored_samples(settings)
     assert sample["event_id"] == pseudonym(settings.key_bytes(), "event", big["event_id"])
     assert sample["text"] == big["text"]
 

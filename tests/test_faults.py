@@ -203,10 +203,10 @@ async def test_a_batch_failing_on_the_disk_or_kafka_is_retried_never_skipped(mak
             super().__init__(settings)
             self.failures = [sqlite3.OperationalError("database is locked"), KafkaConnectionError("broker away")]
 
-        async def handle(self, records) -> None:
+        async def persist(self, decoded) -> None:
             if self.failures:
                 raise self.failures.pop()
-            await super().handle(records)
+            await super().persist(decoded)
 
     async with FlakyStoreWriter(settings) as writer:
         running = asyncio.create_task(writer.run())

@@ -9,9 +9,9 @@ import time
 import aiohttp
 import pytest
 
-from learnstream.store import Store
 from producers.sdk import EventProducer
 from tests.image_synth import SyntheticWorld
+from tests.test_pipeline import stored_samples
 
 pytestmark = pytest.mark.kafka
 
@@ -60,8 +60,7 @@ async def test_image_loop_learns_and_serves(make_settings, start_pipeline):
 
     no_consent = {e["image_id"] for e in library.events if not e["consent"].get("faces")}
     assert not no_consent & {i for p in people for i in p["image_ids"]} - _images_with_consented_faces(library)
-    async with Store(settings.store_path) as store:
-        stored = [s for _, s in await store.samples("image")]
+    stored = await stored_samples(settings, "image")
     assert all(not s["faces"] for s in stored if s["image_id"] in no_consent)
     at_rest = b"".join(p.read_bytes() for p in settings.data_dir.rglob("*") if p.is_file())
     for secret in library.secrets:

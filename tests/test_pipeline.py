@@ -7,6 +7,8 @@ import asyncio
 import orjson
 import pytest
 
+from learnstream import kafka, topics
+from learnstream.keystore import KeyStore
 from learnstream.store import Store
 from producers.sdk import EventProducer
 from schemas import InvalidEvent
@@ -36,6 +38,13 @@ async def stored(settings, family: str = "chat") -> int:
         return await store.count(family)
 
 
+async def stored_samples(settings, family: str = "chat") -> list[dict]:
+    """The family's stored samples, unsealed, in store order."""
+    with KeyStore(settings.keys_path) as keys:
+        async with Store(settings.store_path) as store:
+            return [sample for _, sample in await store.samples(family, keys=keys)]
+
+
 async def test_events_are_anonymized_and_stored_once(make_settings, start_pipeline):
     settings = make_settings()
     await start_pipeline(settings, roles=("anonymizer", "store"))
@@ -47,8 +56,8 @@ async def test_events_are_anonymized_and_stored_once(make_settings, start_pipeli
         await events.send(chat_event(99, consent=False))
         await events.flush()
     assert await wait_for(lambda: _at_least(settings, 20)) == 20
+    samples = await stored_samples(settings)
     async with Store(settings.store_path) as store:
-        samples = [s for _, s in await store.samples("chat")]
         await wait_for(lambda: store.skipped_count("chat"))
         assert await store.skipped_count("chat") == 1
     assert len({s["event_id"] for s in samples}) == 20
@@ -119,3 +128,22 @@ async def test_sdk_refuses_invalid_events_before_sending(make_settings):
     async with EventProducer(make_settings()) as events:
         with pytest.raises(InvalidEvent):
             await events.send({**chat_event(1), "text": None})
+
+
+async def test_send_all_puts_each_record_where_send_would(make_settings):
+    """The anonymizer's batched sends keep the partitioning every other producer of a key gets, in order."""
+    settings = make_settings(partitions=4)
+    await kafka.ensure_topics(settings)
+    topic = topics.prefixed(settings, topics.anon("chat"))
+    records = [(topic, f"session-{n % 37}".encode(), f"value-{n}".encode()) for n in range(600)]
+    async with kafka.producer(settings) as producer:
+        await kafka.send_all(producer, records)
+        expected = {key: (await producer.send_and_wait(topic, b"probe", key=key)).partition
+                    for _, key, _ in records}
+    received = [r async for r in kafka.read_to_end(settings, [topics.anon("chat")]) if r.value != b"probe"]
+    assert len(received) == len(records)
+    assert all(r.partition == expected[r.key] for r in received)
+    by_key = {}
+    for record in sorted(received, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key, []).append(int(record.value.split(b"-")[1]))
+    assert all(values == sorted(values) for values in by_key.values())

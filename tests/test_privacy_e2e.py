@@ -16,7 +16,7 @@ from ops.logs import quiet_libraries
 from producers.sdk import EventProducer
 from schemas import utc_now
 from tests.test_e2e import wait_served
-from tests.test_pipeline import wait_for
+from tests.test_pipeline import stored_samples, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -47,8 +47,7 @@ async def test_known_pii_is_nowhere_at_rest_nor_in_logs(make_settings, start_pip
             await events.send(event(n, user="alice-raw-id", session=f"session-raw-7{n // 3 + 6}",
                                     text=TEXT if role == "patient" else reply, role=role))
     await wait_served(pipeline, 1)
-    async with Store(settings.store_path) as store:
-        samples = [s for _, s in await store.samples("chat")]
+    samples = await stored_samples(settings)
     assert len(samples) == 6 and "GP suggested CBT" in samples[0]["text"]  # clinical words are kept
     # Every file at rest: store (with its WAL), keys, registry (weights, tokenizer, manifests), trainer state.
     files = [p for p in settings.data_dir.rglob("*") if p.is_file()]
@@ -80,7 +79,7 @@ async def test_erasure_end_to_end(make_settings, start_pipeline):
 
     async def erased() -> bool:
         async with Store(settings.store_path) as store:
-            remaining = [s for _, s in await store.samples("chat") if s["owner"] == owner]
+            remaining = await store.db.execute_fetchall("SELECT 1 FROM samples WHERE owner = ?", (owner,))
             return not remaining and await store.count("chat") == 4
 
     await wait_for(erased)

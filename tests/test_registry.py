@@ -19,7 +19,7 @@ from learnstream import kafka, topics
 from learnstream.config import Settings
 from learnstream.registry import (STAGING_PREFIX, Registry, RegistryError, Version, model_updated_event,
                                   rollback)
-from learnstream.store import Batch, Store
+from learnstream.store import Batch, Store, sample_row
 from learnstream.training_state import TrainerState
 from ops.models import list_models
 from serving.holders import ModelHolder
@@ -251,7 +251,7 @@ async def test_the_trainer_killed_mid_run_leaves_nothing_visible_and_the_next_ru
     settings = make_settings(chat_threshold=8, promotion_tolerance=10.0)
     await kafka.ensure_topics(settings)
     async with Store(settings.store_path) as store:
-        await store.write(Batch(samples=chat_samples(8)))
+        await store.write(Batch(samples=[sample_row(s, orjson.dumps(s)) for s in chat_samples(8)]))
     registry = Registry(settings.registry_dir)
     trainer = RoleProcess(settings, "trainer", log_path=tmp_path / "trainer.log")
     holder = ModelHolder("chat", registry, load=LoadedModel)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from learnstream.config import Settings
+from learnstream.keystore import KeyStore
+from learnstream.ml_extra import TRAINING
 from learnstream.registry import Registry, Version
 from learnstream.store import Store
 from schemas import utc_now
@@ -42,6 +44,7 @@ def ensure_base(settings: Settings, registry: Registry, family: str) -> Version 
 def _create_base(settings: Settings, registry: Registry, family: str) -> Version:
     with registry.staging(family) as staged:
         if family == "chat":
+            TRAINING[family].require()  # the base is built (or loaded) with the training code
             from trainer.base_model import build_embedded_base, load_causal_lm
 
             if settings.base_model:
@@ -92,8 +95,9 @@ def gate(family: str, metrics: dict[str, Any], tolerance: float) -> tuple[str, s
 
 
 async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tuple[int, dict[str, Any]]]:
-    async with Store(settings.store_path) as store:
-        return await store.samples(family, up_to=up_to)
+    with KeyStore(settings.keys_path) as keys:
+        async with Store(settings.store_path) as store:
+            return await store.samples(family, keys=keys, up_to=up_to)
 
 
 def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
