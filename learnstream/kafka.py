@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from learnstream.config import ConfigError, Settings
@@ -107,7 +107,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
             if prefixed(settings, spec.name) not in existing
         ]
         if missing:
-            await admin.create_topics(missing)
+            response = await admin.create_topics(missing)
+            # The request succeeds as a whole even when single topics fail (a policy, an ACL, too few brokers for
+            # the replication factor); a topic another process created meanwhile is the one error that is fine.
+            failed = {name: for_code(code).__name__ for name, code, *_ in response.topic_errors
+                      if code not in (0, TopicAlreadyExistsError.errno)}
+            if failed:
+                raise KafkaError(f"topics not created: {failed}")
             log.info("created topics: %s", ", ".join(t.name for t in missing))
         return [t.name for t in missing]
     finally:

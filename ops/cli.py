@@ -51,14 +51,26 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with pipeline:
+        stopper = asyncio.create_task(stop.wait())
+        # Starting can wait for the broker: a signal meanwhile ends the wait (start() then stops what it started).
+        starting = asyncio.create_task(pipeline.start())
+        await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+        try:
+            await starting
+        except asyncio.CancelledError:
+            log.info("learnstream stopped before it started")
+            return
+        try:
             waiter = asyncio.create_task(pipeline.wait())
-            stopper = asyncio.create_task(stop.wait())
             done, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in done:
                 task.result()
+        finally:
+            await pipeline.stop()
         log.info("learnstream stopped")
 
     asyncio.run(main())

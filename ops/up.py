@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
+
 from consumers.anonymizer import AnonymizerService
 from consumers.store_writer import StoreWriterService
 from learnstream.config import FAMILIES, Settings
@@ -25,6 +27,8 @@ from trainer.service import TrainerService
 log = logging.getLogger(__name__)
 
 ROLES = ("anonymizer", "store", "trainer", "serving")
+FIRST_BROKER_PAUSE_S = 1.0
+MAX_BROKER_PAUSE_S = 30.0
 
 
 def parse_roles(text: str | None) -> tuple[str, ...]:
@@ -35,6 +39,20 @@ def parse_roles(text: str | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
     return roles
+
+
+async def _ensure_topics_once_reachable(settings: Settings) -> None:
+    """The broker may come up after us (compose starts both at once; a restart of either): wait for it, saying so,
+    rather than exit. Anything but an unreachable broker (a refused topic, bad credentials) still fails at once."""
+    pause_s = FIRST_BROKER_PAUSE_S
+    while True:
+        try:
+            await ensure_topics(settings)
+            return
+        except KafkaConnectionError:
+            log.warning("Kafka at %s is not reachable; trying again in %.0fs", settings.bootstrap_servers, pause_s)
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, MAX_BROKER_PAUSE_S)
 
 
 class Pipeline:
@@ -51,7 +69,7 @@ class Pipeline:
         settings = self.settings
         settings.key_bytes()  # refuses to start without a pseudonym key (unless dev)
         start_at_zero(FAMILIES)
-        await ensure_topics(settings)
+        await _ensure_topics_once_reachable(settings)
         if "trainer" in self.roles:
             self._services.append(TrainerService(settings))
         if "store" in self.roles:

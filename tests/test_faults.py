@@ -20,7 +20,7 @@ from learnstream import kafka, topics
 from learnstream.config import Settings
 from learnstream.pseudonym import pseudonym
 from learnstream.store import Store
-from ops.broker import LocalBroker
+from ops.broker import LocalBroker, free_port
 from producers.sdk import EventProducer
 from tests.procs import RoleProcess
 from tests.test_pipeline import chat_event
@@ -217,3 +217,21 @@ async def test_a_batch_failing_on_the_disk_or_kafka_is_retried_never_skipped(mak
         await running
         assert writer.failures == []
     await assert_exactly_once(settings, stream)
+
+
+async def test_up_waits_for_a_broker_that_is_not_there_yet_and_stops_cleanly(make_settings, tmp_path):
+    """Compose starts the service beside Kafka: an unreachable broker at start is waited for, not a crash."""
+    settings = make_settings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
+    role = RoleProcess(settings, "anonymizer,store", log_path=tmp_path / "up.log")
+    role.start()
+    try:
+        for _ in range(300):
+            if "is not reachable" in role.log_tail():
+                break
+            assert role.alive, role.log_tail()
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"no word about the broker:\n{role.log_tail()}")
+    finally:
+        role.stop()
+    assert role.process.returncode == 0, role.log_tail()

@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 
 from learnstream import kafka, topics
 from learnstream.keystore import KeyStore
@@ -147,3 +148,9 @@ async def test_send_all_puts_each_record_where_send_would(make_settings):
     for record in sorted(received, key=lambda r: (r.partition, r.offset)):
         by_key.setdefault(record.key, []).append(int(record.value.split(b"-")[1]))
     assert all(values == sorted(values) for values in by_key.values())
+
+
+async def test_ensure_topics_fails_loudly_when_the_broker_refuses_a_topic(make_settings):
+    settings = make_settings(replication_factor=3)  # one broker cannot hold three replicas
+    with pytest.raises(KafkaError, match="InvalidReplicationFactor"):
+        await kafka.ensure_topics(settings)
