@@ -20,8 +20,33 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+class RepeatLimiter(logging.Filter):
+    """Passes a library's message (same logger, same template) at most once per `every_s`, then says how many
+    were held back. While the broker is away, aiokafka's clients retry in tight loops and log each failure."""
+
+    def __init__(self, *, prefixes: tuple[str, ...] = ("aiokafka",), every_s: float = 30.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.every_s = every_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (logger, template) -> (last passed, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        last, held = self._seen.get(key, (-self.every_s, 0))
+        if record.created - last < self.every_s:
+            self._seen[key] = (last, held + 1)
+            return False
+        self._seen[key] = (record.created, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {record.created - last:.0f}s)"
+        return True
+
+
 def setup_logging(*, verbose: bool = False, json_logs: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatLimiter())
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
         "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
