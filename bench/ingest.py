@@ -13,7 +13,7 @@ Goals: ingest_1 >= 0.8 x anonymizer_alone; store_alone >= 0.5 x bare_anon; inges
 
 Every timed topic is produced before its clock starts. Role processes first load their model and warm up on
 --warmup events; they are then paused (SIGSTOP) while the timed events are produced, and the clock starts when
-they resume (SIGCONT). In-process consumers are timed from their first record. The bench starts its own local
+they resume (SIGCONT). In-process consumers are timed from their partition assignment, before their first fetch. The bench starts its own local
 broker in a temporary folder unless KAFKA_BOOTSTRAP_SERVERS names one. The last line is JSON.
 """
 

@@ -145,7 +145,9 @@ def rss_mib() -> float:
 
 
 def percentile(latencies: list[float], q: float) -> float:
-    return float(np.percentile(latencies, q)) if latencies else float("nan")
+    if not latencies:
+        raise SystemExit("no request finished in a measured window: nothing to compare (a longer run?)")
+    return float(np.percentile(latencies, q))
 
 
 async def chat_through_swaps(serving: Serving, chatters: list[Chatter], bench: BenchSettings) -> dict:

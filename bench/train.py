@@ -38,7 +38,12 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from trainer.base_model import EMBEDDED_LEARNING_RATE, build_embedded_base, load_causal_lm  # noqa: E402
+from trainer.base_model import (  # noqa: E402
+    EMBEDDED_LEARNING_RATE,
+    build_embedded_base,
+    load_causal_lm,
+    load_tokenizer,
+)
 from trainer.chat_training import ChatHParams, Dialogue, build_examples, evaluate_loss, train_chat  # noqa: E402
 from trainer.device import pick_device  # noqa: E402
 
@@ -198,7 +203,7 @@ def conversations(topics: tuple[Topic, ...], count: int, rng: random.Random) -> 
 
 def bench_speed(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
     """Our loop and transformers.Trainer on the GPT-2 124M architecture, same examples, steps, LR, fp32."""
-    _, tokenizer = load_causal_lm(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     rng = random.Random(settings.seed)
 
     def examples_of(dialogues: list[Dialogue]) -> list[dict]:
@@ -276,7 +281,7 @@ def bench_speed(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
 
 def bench_learning(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
     """Incremental run (new + replay, from the earlier model) against a full retrain from the base."""
-    _, tokenizer = load_causal_lm(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     rng = random.Random(settings.seed + 1)
     earlier = conversations(EARLIER_TOPICS, settings.earlier_conversations, rng)
     new = conversations(NEW_TOPICS, settings.new_conversations, rng)
@@ -293,9 +298,11 @@ def bench_learning(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
         print(f"  {name}: {metrics['steps']} steps, {metrics['tokens']} tokens, {metrics['duration_s']:.1f} s", flush=True)
         return work / name, metrics
 
-    def loss_on(model_dir: Path, examples: list) -> float:
+    def losses_of(model_dir: Path) -> tuple[float, float]:
+        """Held-out loss of a model on (earlier, new) conversations."""
         model, _ = load_causal_lm(model_dir)
-        return evaluate_loss(model, examples, pad_id=tokenizer.pad_token_id)
+        return tuple(evaluate_loss(model, examples, pad_id=tokenizer.pad_token_id)
+                     for examples in (earlier_eval, new_eval))
 
     print(f"learning: embedded base, {len(earlier)} earlier + {len(new)} new conversations "
           f"(held out: {settings.eval_conversations} each)", flush=True)
@@ -304,12 +311,12 @@ def bench_learning(settings: BenchSettings, base_dir: Path, work: Path) -> dict:
                          replay_share=settings.replay_share)
     full_dir, full = run("full", base_dir, earlier + new, [], epochs=settings.full_epochs, replay_share=0.0)
 
-    earlier_before, earlier_after = loss_on(earlier_dir, earlier_eval), loss_on(incr_dir, earlier_eval)
-    new_incr, new_full = loss_on(incr_dir, new_eval), loss_on(full_dir, new_eval)
+    (earlier_before, new_before), (earlier_after, new_incr), (earlier_full, new_full) = (
+        losses_of(earlier_dir), losses_of(incr_dir), losses_of(full_dir))
     print(f"  held-out loss on new: incremental {new_incr:.4f}, full retrain {new_full:.4f}, "
-          f"earlier model {loss_on(earlier_dir, new_eval):.4f}", flush=True)
+          f"earlier model {new_before:.4f}", flush=True)
     print(f"  held-out loss on earlier: before {earlier_before:.4f}, after the incremental run {earlier_after:.4f}, "
-          f"full retrain {loss_on(full_dir, earlier_eval):.4f}", flush=True)
+          f"full retrain {earlier_full:.4f}", flush=True)
     return {
         "incremental_gap": (new_incr - new_full) / new_full,
         "compute_ratio": incr["tokens"] / full["tokens"],

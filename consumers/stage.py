@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # Failures of the broker, the network or the disk: they pass, so the batch is retried rather than the role ended.
 TRANSIENT_ERRORS = (KafkaError, OSError, sqlite3.OperationalError)
 FIRST_PAUSE_S = 0.5
+FETCH_WAIT_MS = 200  # how long a fetch waits for records; also how often the loop sees stop()
 MAX_PAUSE_S = 10.0
 # How long stop() lets the loop finish the batch it is persisting; after that a restart redelivers it.
 STOP_GRACE_S = 30.0
@@ -104,7 +105,7 @@ class ConsumerStage:
             while not self._stopping.is_set():
                 # Waiting for the next batch while the last one persists keeps the two overlapped; at the end of
                 # the stream it delays only that batch's offset commit (its output is already durable).
-                batch = await self._fetch(timeout_ms=200)
+                batch = await self._fetch()
                 if batch is None:
                     return
                 try:
@@ -131,10 +132,10 @@ class ConsumerStage:
                 await asyncio.gather(persisting.task, return_exceptions=True)
             self._stopped.set()
 
-    async def _fetch(self, *, timeout_ms: int) -> Batch | None:
+    async def _fetch(self) -> Batch | None:
         """The next batch ({} when none came, or after a failure and its pause); None once stopped."""
         try:
-            return await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
+            return await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.max_records)
         except ConsumerStoppedError:
             return None
         except KafkaError as exc:

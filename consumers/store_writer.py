@@ -72,8 +72,8 @@ class _Decoded:
 class StoreWriterService(ConsumerStage):
     source_topics = tuple(topics.anon(f) for f in FAMILIES) + DLQ_TOPICS
     group_id = "store-writer"
-    # Each batch pays an fsync'd commit and two round trips (samples.stored, the offsets): 2000 samples per batch
-    # more than double the rate of 500 (bench/ingest.py, store_alone) at a still small transaction.
+    # Each batch pays an fsync'd commit and two round trips (samples.stored, the offsets): larger batches than the
+    # anonymizer's spread them over more samples, at a still small transaction.
     max_records = 2000
 
     def __init__(self, settings: Settings) -> None:

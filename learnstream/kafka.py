@@ -45,9 +45,9 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 
 
 async def send_all(producer: AIOKafkaProducer, records: list[tuple[str, bytes | None, bytes]]) -> None:
-    """Send (topic, key, value) records and wait until every one is acknowledged. They go as one record batch
-    per partition, at about a third of producer.send's cost per record (which builds a future each and hashes
-    each key in pure Python), to the partition producer.send would pick (the Java client's murmur2 of the key)."""
+    """Send (topic, key, value) records and wait until every one is acknowledged. They go as record batches per
+    partition, sparing producer.send's per-record future and pure-Python key hash, to the partition producer.send
+    would pick (the Java client's murmur2 of the key)."""
     batches: dict[TopicPartition, Any] = {}
     deliveries: list[asyncio.Future] = []
     partitions: dict[str, list[int]] = {}

@@ -2,9 +2,10 @@
 
 The anonymizer seals each sample's content (text, scores, captions, embeddings, faces) with its owner's data key
 (AES-256-GCM) before it goes on a *.anon topic; the store keeps it sealed and its readers unseal it. Erasure
-destroys the owner's keys: every copy of their samples in the topic, its replicas and any backup becomes unreadable at once, with no
-rewrite of the log (Kafka cannot delete single records from a non-compacted topic). The identifiers left in the
-clear (event id, time, pseudonyms) carry no content and are unlinkable without the pseudonym key.
+destroys the owner's keys: every copy of their samples in the topic, its replicas, the store and any backup becomes
+unreadable at once, with no rewrite of the log (Kafka cannot delete single records from a non-compacted topic).
+The identifiers left in the clear (event id, time, pseudonyms) carry no content and are unlinkable without the
+pseudonym key.
 
 Keys live in SQLite beside the store (<data_dir>/keys.sqlite), with secure_delete so a destroyed key is overwritten
 on disk, not just unlinked from a page. Several hosts share it like the registry (a shared filesystem).

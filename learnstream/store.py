@@ -130,8 +130,10 @@ class Store:
             raise
 
     async def _not_erased(self, rows: list[SampleRow]) -> list[SampleRow]:
-        """The rows except samples of erased owners dated at or before their erasure: one lookup per batch, not a
-        subquery per row (which costs as much as the insert itself)."""
+        """The rows except samples of erased owners dated at or before their erasure: one lookup per batch rather
+        than a subquery per inserted row."""
+        if not rows:
+            return rows
         owners = orjson.dumps(sorted({row[3] for row in rows})).decode()
         async with self.db.execute(
             "SELECT owner, ts FROM erasures WHERE owner IN (SELECT value FROM json_each(?))", (owners,)

@@ -145,6 +145,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(base_dir: Path, tmp_path: Pa
     with pytest.raises(RuntimeError):
         train_chat(parent_dir=base_dir, out_dir=tmp_path / "v1", new=DIALOGUES, replay_pool=[], hparams=hparams,
                    device=CPU, progress=crash)
+    assert (tmp_path / "v1" / "checkpoint" / "step-0000001" / "model.safetensors").exists()  # there is one to refuse
     other = replace(hparams, seed=1)
     metrics = train_chat(parent_dir=base_dir, out_dir=tmp_path / "v1", new=DIALOGUES, replay_pool=[], hparams=other,
                          device=CPU)

@@ -17,7 +17,7 @@ from learnstream.pseudonym import pseudonym
 from learnstream.store import Store
 from producers.sdk import EventProducer
 from tests.procs import run_cli
-from tests.test_pipeline import chat_event, stored_samples, wait_for
+from tests.test_pipeline import chat_event, stored_at_least, stored_samples, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -102,16 +102,18 @@ async def test_hostile_payloads_land_in_the_dlq_and_odd_valid_text_is_stored_int
     for topic, _, reason in HOSTILE:
         expected[topic, reason] = expected.get((topic, reason), 0) + 1
     before = {key: dlq_count(*key) for key in expected}
-    valid = [chat_event(n, session="odd", text=text) for n, text in enumerate(ODD_BUT_VALID)]
+    # A valid event after each hostile one (nothing may stall behind the bad), each with its own id.
+    valid = [chat_event(n, session="odd", text=ODD_BUT_VALID[n % len(ODD_BUT_VALID)])
+             for n in range(max(len(HOSTILE), len(ODD_BUT_VALID)))]
     async with EventProducer(settings) as events:
         for n, (topic, raw, _) in enumerate(HOSTILE):
             await events.send_raw(topic, raw, key=b"hostile")
-            await events.send(valid[n % len(valid)])  # valid events interleaved: nothing may stall behind the bad
-        for event in valid:
+            await events.send(valid[n])
+        for event in valid[len(HOSTILE):]:
             await events.send(event)
+    await wait_for(lambda: stored_at_least(settings, len(valid)), timeout=120)
+    stored = {s["event_id"]: s["text"] for s in await stored_samples(settings)}
     async with Store(settings.store_path) as store:
-        await wait_for(lambda: _stored(store, len(valid)), timeout=120)
-        stored = {s["event_id"]: s["text"] for s in await stored_samples(settings)}
         by_reason = await wait_for(lambda: _dlq_total(store, sum(1 for t, _, _ in HOSTILE if "erasure" not in t)))
     key = settings.key_bytes()
     assert stored == {pseudonym(key, "event", e["event_id"]): e["text"] for e in valid}
@@ -128,10 +130,6 @@ async def test_hostile_payloads_land_in_the_dlq_and_odd_valid_text_is_stored_int
     assert {raw for topic, raw, reason in HOSTILE if topic in ("chat.raw", "erasure.requests")
             and reason != "oversize"} <= payloads  # the original bytes, base64 when they are not UTF-8
     assert next(e for e in entries if e["reason"] == "invalid_utf8")["payload_b64"]
-
-
-async def _stored(store: Store, count: int) -> bool:
-    return await store.count("chat") >= count
 
 
 async def _dlq_total(store: Store, count: int) -> dict | None:
@@ -169,8 +167,7 @@ async def test_dlq_list_then_redrive_after_the_limit_is_raised(make_settings, st
     await start_pipeline(raised, roles=("anonymizer", "store"))
     done = await asyncio.to_thread(run_cli, raised, "dlq", "redrive", "--topic", "chat.raw", "--reason", "oversize")
     assert "redriven 1" in done.stderr
-    async with Store(settings.store_path) as store:
-        await wait_for(lambda: _stored(store, 1))
+    await wait_for(lambda: stored_at_least(settings, 1))
     [sample] = await stored_samples(settings)
     assert sample["event_id"] == pseudonym(settings.key_bytes(), "event", big["event_id"])
     assert sample["text"] == big["text"]

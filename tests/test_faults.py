@@ -23,7 +23,7 @@ from learnstream.store import Store
 from ops.broker import LocalBroker, free_port
 from producers.sdk import EventProducer
 from tests.procs import RoleProcess
-from tests.test_pipeline import chat_event
+from tests.test_pipeline import chat_event, stored, stored_at_least, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -115,13 +115,6 @@ async def assert_exactly_once(settings: Settings, stream: Stream) -> None:
     assert dlq == len(stream.broken), "DLQ entries lost or counted twice"
 
 
-async def stored_count(settings: Settings) -> int:
-    if not settings.store_path.exists():
-        return 0
-    async with Store(settings.store_path) as store:
-        return await store.count("chat")
-
-
 async def anon_duplicates(settings: Settings) -> int:
     """Records on chat.anon beyond one per event: the redeliveries the store absorbed."""
     seen: dict[str, int] = {}
@@ -147,9 +140,8 @@ async def test_consumers_killed_mid_stream_lose_and_double_nothing(make_settings
         # ...and the rest arrives while they are being killed.
         producing = asyncio.create_task(produce(settings, records[backlog:], per_second=events / (rounds * 12)))
         for round_ in range(rounds):
-            before = await stored_count(settings)
-            while await stored_count(settings) == before:  # both are up and consuming: kill them mid-batch
-                await asyncio.sleep(0.02)
+            before = await stored(settings)  # both are up and consuming: kill them mid-batch
+            await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.02)
             victims = roles if round_ % 3 == 0 else [roles[round_ % 2]]
             for process in victims:
                 process.kill()
@@ -176,9 +168,8 @@ async def test_broker_stopped_and_started_mid_stream(make_settings, tmp_path, re
     try:
         producing = asyncio.create_task(produce(settings, stream.records(), per_second=100))
         for _ in range(restarts):
-            before = await stored_count(settings)
-            while await stored_count(settings) == before:  # the consumers are up and consuming
-                await asyncio.sleep(0.05)
+            before = await stored(settings)  # the consumers are up and consuming
+            await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
             await asyncio.to_thread(broker.stop)
             await asyncio.sleep(2)  # a real outage: clients find nobody home for a while
             await asyncio.to_thread(broker.start)

@@ -35,8 +35,16 @@ async def wait_for(predicate, *, timeout: float = 60.0, every: float = 0.2):
 
 
 async def stored(settings, family: str = "chat") -> int:
+    if not settings.store_path.exists():  # the store role has not created it yet
+        return 0
     async with Store(settings.store_path) as store:
         return await store.count(family)
+
+
+async def stored_at_least(settings, n: int, family: str = "chat") -> int | None:
+    """For wait_for: the family's stored count once it is at least n."""
+    count = await stored(settings, family)
+    return count if count >= n else None
 
 
 async def stored_samples(settings, family: str = "chat") -> list[dict]:
@@ -56,7 +64,7 @@ async def test_events_are_anonymized_and_stored_once(make_settings, start_pipeli
             await events.send(chat_event(n, text=f"Call me on 07700 900{n:03d} please"), wait=False)
         await events.send(chat_event(99, consent=False))
         await events.flush()
-    assert await wait_for(lambda: _at_least(settings, 20)) == 20
+    assert await wait_for(lambda: stored_at_least(settings, 20)) == 20
     samples = await stored_samples(settings)
     async with Store(settings.store_path) as store:
         await wait_for(lambda: store.skipped_count("chat"))
@@ -66,11 +74,6 @@ async def test_events_are_anonymized_and_stored_once(make_settings, start_pipeli
         assert "07700" not in sample["text"] and "[PHONE_" in sample["text"]
         assert sample["owner"].startswith("u_") and "alice" not in orjson.dumps(sample).decode()
         assert set(sample) <= {"schema", "event_id", "ts", "owner", "session", "role", "text", "mood", "assessment"}
-
-
-async def _at_least(settings, n: int) -> int | None:
-    count = await stored(settings)
-    return count if count >= n else None
 
 
 async def test_bad_events_go_to_the_dlq_and_the_consumer_keeps_going(make_settings, start_pipeline):
@@ -83,7 +86,7 @@ async def test_bad_events_go_to_the_dlq_and_the_consumer_keeps_going(make_settin
         for raw in bad:
             await events.send_raw("chat.raw", raw, key=b"k")
         await events.send(chat_event(10))
-    assert await wait_for(lambda: _at_least(settings, 1)) == 1
+    assert await wait_for(lambda: stored_at_least(settings, 1)) == 1
     async with Store(settings.store_path) as store:
         reasons = await wait_for(lambda: _dlq_complete(store, len(bad)))
     assert reasons == {"invalid_utf8": 1, "invalid_json": 1, "not_an_object": 1, "unknown_schema": 1,
@@ -110,7 +113,7 @@ async def test_redelivery_stores_nothing_twice(make_settings, start_pipeline):
     async with EventProducer(settings) as events:
         for n in range(10):
             await events.send(chat_event(n), wait=False)
-    await wait_for(lambda: _at_least(settings, 10))
+    await wait_for(lambda: stored_at_least(settings, 10))
     # A second store writer group re-reads chat.anon from the start: every record is a redelivery.
     from consumers.store_writer import StoreWriterService
 
@@ -140,7 +143,7 @@ async def test_send_all_puts_each_record_where_send_would(make_settings):
     async with kafka.producer(settings) as producer:
         await kafka.send_all(producer, records)
         expected = {key: (await producer.send_and_wait(topic, b"probe", key=key)).partition
-                    for _, key, _ in records}
+                    for key in {key for _, key, _ in records}}
     received = [r async for r in kafka.read_to_end(settings, [topics.anon("chat")]) if r.value != b"probe"]
     assert len(received) == len(records)
     assert all(r.partition == expected[r.key] for r in received)

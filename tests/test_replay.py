@@ -15,7 +15,7 @@ from learnstream.store import Store
 from producers.sdk import EventProducer
 from tests.procs import run_cli
 from tests.test_dlq import image_event
-from tests.test_pipeline import chat_event, wait_for
+from tests.test_pipeline import chat_event, stored_at_least, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -38,17 +38,15 @@ async def fill(settings, start_pipeline) -> None:
                               wait=False)
         await events.send_raw("chat.raw", b"{broken", key=b"k")
         await events.flush()
-        async with Store(settings.store_path) as store:
-            await wait_for(lambda: _count(store, "chat", 30))  # bob's samples are stored before he is erased
+        await wait_for(lambda: stored_at_least(settings, 30))  # bob's samples are stored before he is erased
         await events.send({"schema": "erasure.v1", "event_id": "erase-bob", "ts": "2026-11-01T11:00:00Z",
                            "user_id": "u-bob"})
     async with Store(settings.store_path) as store:
         await wait_for(lambda: _erased(store))
     async with EventProducer(settings) as events:  # bob comes back, after his erasure
         await events.send({**chat_event(50), "user_id": "u-bob", "ts": "2026-11-01T12:00:00Z"})
-    async with Store(settings.store_path) as store:
-        await wait_for(lambda: _count(store, "chat", 20 + 1))
-        await wait_for(lambda: _count(store, "image", 6))
+    await wait_for(lambda: stored_at_least(settings, 20 + 1))
+    await wait_for(lambda: stored_at_least(settings, 6, "image"))
     await pipeline.stop()  # replay needs the store writer stopped
 
 
@@ -58,10 +56,6 @@ async def _erased(store: Store) -> bool:
 
 async def _dlq(store: Store) -> bool:
     return bool(await store.dlq_by_reason("chat"))
-
-
-async def _count(store: Store, family: str, n: int) -> bool:
-    return await store.count(family) >= n
 
 
 async def test_replay_rebuilds_the_live_content_repairs_losses_and_keeps_ids(make_settings, start_pipeline):

@@ -92,14 +92,20 @@ def build_embedded_base(out_dir: Path, *, seed: int = 0) -> Path:
     return out_dir
 
 
-def load_causal_lm(
-    name_or_path: str | Path, *, device: torch.device | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a folder or hub id (HF_HUB_OFFLINE is honoured), in fp32 on `device`."""
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """A causal LM's tokenizer from a folder or hub id, with a pad token."""
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if tokenizer.pad_token is None:
         # GPT-2 and DialoGPT ship without one; batches are right-padded and the pads masked out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str | Path, *, device: torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a folder or hub id (HF_HUB_OFFLINE is honoured), in fp32 on `device`."""
+    tokenizer = load_tokenizer(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
