@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from learnstream.wal import enable_wal
+
 # The fields of a sample that carry content; everything else stays readable for routing, dedupe and erasure.
 SEALED_FIELDS = ("text", "mood", "assessment", "caption", "tags", "category", "embedding", "faces", "exif")
 
@@ -31,9 +33,9 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        enable_wal(self.path)
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, owner TEXT NOT NULL, key BLOB)")
         self._db.execute("CREATE INDEX IF NOT EXISTS keys_owner ON keys(owner)")
         self._lock = threading.Lock()
