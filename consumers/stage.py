@@ -57,11 +57,16 @@ class ConsumerStage:
     group_id: str = ""
     #: Records fetched per batch: larger batches amortize the SQLite commit and the NER batch.
     max_records: int = 500
+    #: A fetch returns once this many bytes are ready, or after fetch_max_wait_ms: a stage whose every batch has a
+    #: fixed cost waits a little for fuller batches (Kafka's fetch.min.bytes and fetch.max.wait.ms).
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._consumer = kafka.consumer(
-            settings, *self.source_topics, group_id=self.group_id, max_poll_records=self.max_records
+            settings, *self.source_topics, group_id=self.group_id, max_poll_records=self.max_records,
+            fetch_min_bytes=self.fetch_min_bytes, fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()  # run() has returned (or never ran)
