@@ -4,11 +4,13 @@
    their end at the start, through the same sorting and the same idempotent, erasure-honouring writes as the store
    writer. Erased owners stay erased: the erasure ledger on the same topics removes their samples (whose keys are
    destroyed anyway).
-2. Swap: one SQLite transaction replaces the live store's content with the rebuilt one. Readers that hold the store
-   open (serving, the trainer) see the old content or the new, never a mix; replacing the file itself under open
-   connections would corrupt SQLite's write-ahead log. Every sample keeps the id it has in the live store, because
-   the trainer's watermark and the registry's manifests count in those ids; a sample the live store lacked gets an
-   id after every id ever used, so the trainer counts it as new.
+2. Swap: one SQLite transaction makes the live store's content the rebuilt one. Readers that hold the store open
+   (serving, the trainer) see the old content or the new, never a mix; replacing the file itself under open
+   connections would corrupt SQLite's write-ahead log. Only the difference is written: samples the rebuild lacks
+   are deleted, differing ones overwritten, missing ones added, so replaying onto an intact store writes no sample.
+   Every sample keeps the id it has in the live store, because the trainer's watermark and the registry's manifests
+   count in those ids; a sample the live store lacked gets an id after every id ever used, so the trainer counts it
+   as new.
 The store writer must not run meanwhile (records it stored after the rebuild began would be swapped away), so
 replay refuses while its consumer group has members.
 """
@@ -110,7 +112,11 @@ async def _swap_in(db: aiosqlite.Connection, rebuilt: Path) -> None:
                 "JOIN rebuilt.erasures e ON e.owner = l.owner AND l.ts <= e.ts GROUP BY l.id"
             )
             columns = await _shared_columns(db, "samples", exclude="id")
-            await db.execute("DELETE FROM main.samples")
+            await db.execute("DELETE FROM main.samples WHERE event_id NOT IN (SELECT event_id FROM rebuilt.samples)")
+            await db.execute(
+                f"UPDATE main.samples SET ({columns}) = ({_qualified('r', columns)}) FROM rebuilt.samples r "
+                f"WHERE r.event_id = samples.event_id AND ({_qualified('r', columns)}) IS NOT ({_qualified('samples', columns)})"
+            )
             await db.execute(
                 f"INSERT INTO main.samples(id, {columns}) SELECT i.live_id, {_qualified('r', columns)} "
                 "FROM rebuilt.samples r JOIN temp.replay_ids i ON i.rebuilt_id = r.id"
@@ -129,19 +135,13 @@ async def _swap_in(db: aiosqlite.Connection, rebuilt: Path) -> None:
 
 
 async def _map_ids(db: aiosqlite.Connection) -> None:
-    """temp.replay_ids(rebuilt_id, live_id): the live id of each rebuilt sample, or a new one after every id
+    """temp.replay_ids(rebuilt_id, live_id): for each rebuilt sample the live store lacks, a new id after every id
     the live store ever used (AUTOINCREMENT never reuses an id, so neither does this)."""
     await db.execute(
-        "CREATE TEMP TABLE replay_ids AS SELECT r.id AS rebuilt_id, l.id AS live_id "
-        "FROM rebuilt.samples r LEFT JOIN main.samples l ON l.event_id = r.event_id"
-    )
-    await db.execute(
-        "UPDATE temp.replay_ids SET live_id = fresh.id FROM ("
-        "  SELECT rebuilt_id, ROW_NUMBER() OVER (ORDER BY rebuilt_id) + MAX("
-        "    (SELECT COALESCE(MAX(id), 0) FROM main.samples),"
-        "    (SELECT COALESCE(MAX(seq), 0) FROM main.sqlite_sequence WHERE name = 'samples')) AS id"
-        "  FROM temp.replay_ids WHERE live_id IS NULL"
-        ") AS fresh WHERE replay_ids.rebuilt_id = fresh.rebuilt_id"
+        "CREATE TEMP TABLE replay_ids AS SELECT r.id AS rebuilt_id, ROW_NUMBER() OVER (ORDER BY r.id) + MAX("
+        "  (SELECT COALESCE(MAX(id), 0) FROM main.samples),"
+        "  (SELECT COALESCE(MAX(seq), 0) FROM main.sqlite_sequence WHERE name = 'samples')) AS live_id "
+        "FROM rebuilt.samples r WHERE NOT EXISTS (SELECT 1 FROM main.samples l WHERE l.event_id = r.event_id)"
     )
 
 

@@ -227,9 +227,9 @@ class Store:
         )
         for sql in queries:
             async with self.db.execute(sql) as cursor:
-                async for row in cursor:
-                    for column in row:
-                        digest.update(column if isinstance(column, bytes) else str(column).encode())
-                        digest.update(b"\x1f")
+                # Thousands of rows per trip to SQLite's thread and per digest update: the store may be large.
+                while rows := await cursor.fetchmany(5000):
+                    digest.update(b"".join((column if isinstance(column, bytes) else str(column).encode()) + b"\x1f"
+                                           for row in rows for column in row))
             digest.update(b"\x00")
         return digest.hexdigest()

@@ -65,9 +65,12 @@ async def test_replay_rebuilds_the_live_content_repairs_losses_and_keeps_ids(mak
         live_hash = await store.content_hash()
         live_ids = await ids_by_event(store)
         erased = await store.erased_samples("chat")
-        # A damaged live store: three samples lost.
-        lost = sorted(live_ids)[:3]
+        # A damaged live store: three samples lost, one altered, one that is on no topic.
+        lost, altered = sorted(live_ids)[:3], sorted(live_ids)[3]
         await store.db.execute(f"DELETE FROM samples WHERE event_id IN ({','.join('?' * len(lost))})", lost)
+        await store.db.execute("UPDATE samples SET body = ? WHERE event_id = ?", (b"{}", altered))
+        await store.db.execute("INSERT INTO samples(event_id, family, ts, owner, grp, body) "
+                               "SELECT 'stray', family, ts, owner, grp, body FROM samples LIMIT 1")
         await store.db.commit()
         assert await store.content_hash() != live_hash
     key = settings.key_bytes()
