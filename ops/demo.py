@@ -17,6 +17,7 @@ import orjson
 
 from learnstream.config import Settings
 from learnstream.keystore import KeyStore
+from learnstream.ml_extra import TRAINING
 from ops.broker import LocalBroker, free_port
 from ops.up import Pipeline
 from producers.jsonl import produce_lines
@@ -82,6 +83,7 @@ async def _demo(settings: Settings) -> None:
 
 
 def run_demo(settings: Settings) -> int:
+    TRAINING["chat"].require()  # the demo shows training runs: without the ml extra it would wait for one forever
     broker = LocalBroker(settings.broker_dir)
     bootstrap = settings.bootstrap_servers or broker.start()
     demo_dir = settings.data_dir / "demo"

@@ -99,6 +99,9 @@ def test_the_cli_runs_without_ml_and_status_says_what_training_needs(without_ml,
     assert run_cli(settings, "models", "list").returncode == 0
     assert json.loads(run_cli(settings, "status", "--json").stdout)["degraded"] == [CHAT_TRAINING, IMAGE_TRAINING]
     assert f"degraded:\n  {CHAT_TRAINING}\n  {IMAGE_TRAINING}\n" in run_cli(settings, "status").stdout
+    with pytest.raises(subprocess.CalledProcessError) as demo:
+        run_cli(settings, "demo")
+    assert demo.value.returncode == 1 and CHAT_TRAINING in demo.value.stderr
 
 
 @pytest.mark.kafka
