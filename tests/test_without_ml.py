@@ -36,13 +36,13 @@ LOCAL_CHAT = f"the local chat model needs torch, transformers, not installed her
 TRAINING_MODULES = {"trainer.base_model", "trainer.chat_training", "trainer.device", "trainer.image_training"}
 THRESHOLD = 3
 
-HIDE_ML = f'''
+HIDE_PACKAGES = '''
 import sys
 
-HIDDEN = {set(HIDDEN)!r}
+HIDDEN = {hidden!r}
 
 
-class HideMl:
+class Hide:
     """Wraps an import finder: the hidden packages are never found; everything else is as the finder says."""
 
     def __init__(self, finder):
@@ -57,7 +57,7 @@ class HideMl:
         return getattr(self.finder, attribute)
 
 
-sys.meta_path[:] = [HideMl(finder) for finder in sys.meta_path]
+sys.meta_path[:] = [Hide(finder) for finder in sys.meta_path]
 '''
 
 IMPORT_EVERYTHING = """
@@ -73,16 +73,27 @@ print(json.dumps(failed))
 """
 
 
+def hide(packages: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The processes tests.procs starts (run_cli, RoleProcess) run without these packages, until undo()."""
+    folder = tmp_path / "hide_packages"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(HIDE_PACKAGES.format(hidden=set(packages)))
+    with_them = procs.settings_env
+    monkeypatch.setattr(procs, "settings_env",
+                        lambda settings: {**with_them(settings), "PYTHONPATH": f"{folder}:{REPO}"})
+    return monkeypatch
+
+
 @pytest.fixture
 def without_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """The processes tests.procs starts (run_cli, RoleProcess) run without the ml extra, until undo()."""
-    folder = tmp_path / "hide_ml"
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(HIDE_ML)
-    with_ml = procs.settings_env
-    monkeypatch.setattr(procs, "settings_env",
-                        lambda settings: {**with_ml(settings), "PYTHONPATH": f"{folder}:{REPO}"})
-    return monkeypatch
+    return hide(HIDDEN, tmp_path, monkeypatch)
+
+
+def test_report_without_matplotlib_says_how_to_install_it(tmp_path, monkeypatch):
+    hide(("matplotlib",), tmp_path, monkeypatch)
+    with pytest.raises(subprocess.CalledProcessError) as report:
+        run_cli(Settings(data_dir=tmp_path / "data", dev=True), "report")
+    assert report.value.returncode == 1 and "pip install 'learnstream[report]'" in report.value.stderr
 
 
 def test_every_module_but_training_imports_without_ml(without_ml):
