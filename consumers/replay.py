@@ -113,9 +113,10 @@ async def _swap_in(db: aiosqlite.Connection, rebuilt: Path) -> None:
             )
             columns = await _shared_columns(db, "samples", exclude="id")
             await db.execute("DELETE FROM main.samples WHERE event_id NOT IN (SELECT event_id FROM rebuilt.samples)")
+            rebuilt_row, live_row = _qualified("r", columns), _qualified("samples", columns)
             await db.execute(
-                f"UPDATE main.samples SET ({columns}) = ({_qualified('r', columns)}) FROM rebuilt.samples r "
-                f"WHERE r.event_id = samples.event_id AND ({_qualified('r', columns)}) IS NOT ({_qualified('samples', columns)})"
+                f"UPDATE main.samples SET ({columns}) = ({rebuilt_row}) FROM rebuilt.samples r "
+                f"WHERE r.event_id = samples.event_id AND ({rebuilt_row}) IS NOT ({live_row})"
             )
             await db.execute(
                 f"INSERT INTO main.samples(id, {columns}) SELECT i.live_id, {_qualified('r', columns)} "
