@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 
@@ -186,7 +187,7 @@ async def timed_ingest(settings: Settings, roles: list[RoleProcess], events: int
     return events / (time.perf_counter() - started)
 
 
-async def until_one_ends(roles: list[RoleProcess]) -> float:
+async def until_one_ends(roles: list[RoleProcess]) -> NoReturn:
     """Raises when a role process ends early, which the measurement would otherwise wait for forever."""
     while all(role.alive for role in roles):
         await asyncio.sleep(POLL_S)

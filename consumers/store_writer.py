@@ -21,7 +21,7 @@ from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
-from learnstream.store import Batch, Store, sample_row
+from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
 from schemas import InvalidEvent, utc_now
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def sort_record(batch: Batch, topic: str, body: bytes | None) -> None:
 def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
     schema = value.get("schema") if isinstance(value, dict) else None
     if schema in _SAMPLE_SCHEMAS:
-        group = "session" if schema.startswith("chat.") else "image_id"
-        for name in ("event_id", "ts", "owner", group):
+        for name in ("event_id", "ts", "owner", GROUP_FIELDS[schema.split(".", 1)[0]]):
             if not isinstance(value.get(name), str):
                 raise InvalidEvent("missing_field", name, "required in an anonymized sample")
         if "sealed" in value and not (isinstance(value["sealed"], str) and isinstance(value.get("kid"), str)):

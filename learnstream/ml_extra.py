@@ -1,8 +1,10 @@
-"""The optional `ml` extra (torch, transformers, ...): which features need it and what of it is missing here.
+"""The optional extras (`ml`: torch, transformers, ...; `report`: matplotlib): which features need them and what
+of them is missing here.
 
-Everything but training and the local chat model runs without it. Those features ask here before they start, so
-a missing package is reported by name, with the command that installs it, instead of as an ImportError from deep
-inside a run. The check only looks the packages up (importlib's find_spec): it never imports torch.
+Everything but training, the local chat model and `learnstream report` runs without them. Those features ask here
+before they start, so a missing package is reported by name, with the command that installs it, instead of as an
+ImportError from deep inside a run. The check only looks the packages up (importlib's find_spec): it never imports
+torch.
 
 Here in learnstream/ rather than in trainer/ or serving/: both ask, and stages never import each other.
 """
@@ -12,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.util import find_spec
 
-INSTALL_COMMAND = "pip install 'learnstream[ml]'"
-
-# The ml extra's import names, and the names pip knows them by.
+# The extras' import names, and the names pip knows them by.
 PIP_NAMES = {"torch": "torch", "transformers": "transformers", "tokenizers": "tokenizers",
-             "sklearn": "scikit-learn", "scipy": "scipy"}
+             "sklearn": "scikit-learn", "scipy": "scipy", "matplotlib": "matplotlib"}
 
 
 class MissingPackages(RuntimeError):
@@ -26,7 +26,8 @@ class MissingPackages(RuntimeError):
 @dataclass(frozen=True)
 class Feature:
     description: str  # how messages name it, e.g. "chat training"
-    modules: tuple[str, ...]  # the top-level modules it imports from the ml extra (keys of PIP_NAMES)
+    modules: tuple[str, ...]  # the top-level modules it imports from the extra (keys of PIP_NAMES)
+    extra: str = "ml"  # the pyproject extra that installs them
 
     def missing(self) -> list[str]:
         """The packages it needs that are not installed here, as pip names them; [] when it can run."""
@@ -37,7 +38,8 @@ class Feature:
         missing = self.missing()
         if not missing:
             return None
-        return f"{self.description} needs {', '.join(missing)}, not installed here: {INSTALL_COMMAND}"
+        install = f"pip install 'learnstream[{self.extra}]'"
+        return f"{self.description} needs {', '.join(missing)}, not installed here: {install}"
 
     def require(self) -> None:
         """Raise MissingPackages when it cannot run here."""
@@ -51,3 +53,4 @@ TRAINING = {
     "chat": Feature("chat training", ("torch", "transformers", "tokenizers")),
     "image": Feature("image training", ("torch", "scipy", "sklearn")),
 }
+REPORT = Feature("learnstream report", ("matplotlib",), extra="report")

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS erased_samples (
 
 # (event_id, family, ts, owner, group, body): a sample's routing fields beside the record as on its topic.
 SampleRow = tuple[str, str, str, str, str, bytes]
+# The field a family's samples are grouped by (the grp column): conversations, images.
+GROUP_FIELDS = {"chat": "session", "image": "image_id"}
 
 
 @dataclass
@@ -75,8 +77,7 @@ class Batch:
 def sample_row(sample: dict[str, Any], body: bytes) -> SampleRow:
     """A validated anonymized sample (decoded from `body`, its record) as a row."""
     family = sample["schema"].split(".", 1)[0]
-    group = sample["session"] if family == "chat" else sample["image_id"]
-    return sample["event_id"], family, sample["ts"], sample["owner"], group, body
+    return sample["event_id"], family, sample["ts"], sample["owner"], sample[GROUP_FIELDS[family]], body
 
 
 class Store:

@@ -10,11 +10,10 @@ import logging
 import secrets
 import signal
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 from learnstream.config import FAMILIES, ConfigError, Settings, load_settings
-from learnstream.ml_extra import MissingPackages
+from learnstream.ml_extra import REPORT, MissingPackages
 from ops.broker import BrokerError, LocalBroker, broker_command
 from ops.logs import setup_logging
 
@@ -198,9 +197,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    if find_spec("matplotlib") is None:
-        raise MissingPackages("learnstream report draws with matplotlib, not installed here: "
-                              "pip install 'learnstream[report]'")
+    REPORT.require()
     from ops.report import write_report
 
     png, page = write_report(settings, Path(args.out) if args.out else settings.data_dir / "report")

@@ -10,7 +10,7 @@ from learnstream.keystore import KeyStore
 from learnstream.store import Store
 from learnstream.wal import enable_wal
 
-RACES = 500  # without the retry, about 2% of them failed here
+RACES = 500  # enough that, without the retry, some of them fail on every run here
 
 
 def test_two_connections_creating_a_file_at_once_both_succeed(tmp_path: Path) -> None:
