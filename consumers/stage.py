@@ -5,9 +5,9 @@ anonymize) and nothing durable, so it can be dropped and redone. `persist(prepar
 (acknowledged by Kafka, committed to SQLite) and is idempotent on event_id. Offsets are committed only after
 `persist` returns, so a crash in between redelivers the batch and nothing is lost or doubled.
 
-The phases overlap: while batch N is persisted (waiting on the broker's acks, or on SQLite in its own thread),
-batch N+1 is fetched and prepared. Persists never overlap each other, so outputs keep their order, and offsets
-are committed batch by batch in order.
+The phases overlap: while batch N is persisted (waiting on the broker's acks, or on SQLite in its own thread) and
+batch N-1's offsets are committed, batch N+1 is fetched and prepared. Persists never overlap each other, so outputs
+keep their order, and offsets are committed batch by batch in order.
 
 The loop outlives the broker: while Kafka or the disk is unavailable, every batch not yet committed is rewound to
 its first offsets and retried with a growing pause, instead of ending the role (and without ever skipping past
@@ -126,16 +126,28 @@ class ConsumerStage:
                     await self._pause(f"a batch of {sum(len(r) for b in uncommitted for r in b.values())} records "
                                       f"failed ({type(exc).__name__}); it will be retried")
                     continue
-                durable = persisting.batch if persisting is not None else None
-                # The next persist starts before this commit's round trip, so the two overlap too.
-                persisting = _Persisting(batch, asyncio.create_task(self.persist(prepared))) if batch else None
-                if durable is not None:
-                    self._pause_s = FIRST_PAUSE_S
-                    self._observe(durable, committed=await self._commit(durable))
+                durable = persisting.batch if persisting is not None else {}
+                # This batch's persist and the durable one's offset commit both run in the background, so the next
+                # batch is fetched and prepared meanwhile rather than after the commit's round trip.
+                making = self._make_durable(prepared, durable) if batch or durable else None
+                persisting = _Persisting(batch, asyncio.create_task(making)) if making else None
         finally:
             if persisting is not None:  # stopping: finish the write; its offsets are left to the redelivery
                 await asyncio.gather(persisting.task, return_exceptions=True)
             self._stopped.set()
+
+    async def _make_durable(self, prepared: Any, durable: Batch) -> None:
+        """Persist a prepared batch (None: the fetch brought nothing) while the offsets of the previous one, durable
+        now, are committed.
+        Commits stay in batch order: the loop starts the next of these only after this one has ended."""
+        committing = asyncio.create_task(self._commit(durable)) if durable else None
+        try:
+            if prepared is not None:
+                await self.persist(prepared)
+        finally:
+            if committing is not None:
+                self._pause_s = FIRST_PAUSE_S
+                self._observe(durable, committed=await committing)
 
     async def _fetch(self) -> Batch | None:
         """The next batch ({} when none came, or after a failure and its pause); None once stopped."""
