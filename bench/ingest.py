@@ -3,10 +3,13 @@
     .venv/bin/python bench/ingest.py [--events 30000] [--store-events 100000] [--repeat 3] [--ner en_core_web_sm]
 
 Events per second of:
-  anonymizer_alone  Anonymizer.process over the events in batches of 500, no Kafka, on one core
+  anonymizer_alone  Anonymizer.process over the events in batches of 500, no Kafka, in a process of its own on one
+                    core
   bare_raw          plain aiokafka consumption of the raw topic those events are on (no processing)
   ingest_1          one `learnstream up --roles anonymizer,store` process on one core: raw topic -> store
   ingest_2          two such processes, one core each, sharing the partitions of the same amount of events
+  ingest_split      `up --roles anonymizer` on one core and `up --roles store` on the other: not a goal, it shows how
+                    much of ingest_1's shortfall is the store writer's CPU on the anonymizer's core
   bare_anon         plain aiokafka consumption of a topic of --store-events anonymized samples
   store_alone       the store writer alone, on one core, on that topic
   sqlite_floor      SQLite itself inserting those samples, already decoded, into a table with no index (no Kafka,
@@ -20,11 +23,15 @@ end, is a few percent of them. Every rate is the best of --repeat runs, as timei
 machine the slow outliers come from other loads. The anonymizer alone and the two ingest runs take turns, so each
 sees the same conditions.
 
-Every timed topic is produced before its clock starts. Role processes first load their model and warm up on
---warmup events; they are then paused (SIGSTOP) while the timed events are produced, and the clock starts when
-they resume (SIGCONT). In-process consumers are timed from their partition assignment, before their first fetch.
-The bench starts its own local broker in a temporary folder unless KAFKA_BOOTSTRAP_SERVERS names one. The last
-line is JSON.
+Every measured anonymizer, alone or in a role, is a fresh process held to one core from its start, that has loaded
+its model and then seen the same --warmup events and no others: spaCy's vocabulary and the word caches make an
+anonymizer faster the more text it has seen, so a baseline that had already seen the timed messages, or more
+messages, would be unfairly fast. The warm-up messages are drawn apart from the timed ones.
+
+Every timed topic is produced before its clock starts. Role processes are paused (SIGSTOP) after their warm-up while
+the timed events are produced, and the clock starts when they resume (SIGCONT). In-process consumers are timed from
+their partition assignment, before their first fetch. The bench starts its own local broker in a temporary folder
+unless KAFKA_BOOTSTRAP_SERVERS names one. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import multiprocessing
 import os
 import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +71,7 @@ BATCH = 500  # what a consumer stage takes per batch
 SESSIONS = 400  # keys: enough to spread evenly over the partitions
 PARTITIONS = 4  # two per process in the two-process run
 POLL_S = 0.05
+WARMUP_SEED = 8  # the timed messages are generate()'s default seed, 7
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -89,10 +99,11 @@ def one_core(core: int = 0) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def chat_events(count: int, *, tag: str) -> list[tuple[bytes, bytes]]:
-    """(key, value) of chat.v1 events with realistic therapy-chat text, personal data included."""
+def chat_events(count: int, *, tag: str, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """(key, value) of chat.v1 events with realistic therapy-chat text, personal data included; a seed of its own
+    draws other messages."""
     events = []
-    for n, message in enumerate(generate(count)):
+    for n, message in enumerate(generate(count, seed=seed)):
         session = f"{tag}-s{n % SESSIONS}"
         ts = (START + timedelta(seconds=n)).isoformat().replace("+00:00", "Z")
         event = {"schema": "chat.v1", "event_id": f"{tag}-{n}", "ts": ts, "user_id": f"u{n % 97}", "session_id": session,
@@ -136,27 +147,55 @@ async def wait_stored(settings: Settings, count: int) -> None:
             await asyncio.sleep(POLL_S)
 
 
-def anonymizer_alone(anonymizer: Anonymizer, raws: list[bytes]) -> float:
-    """Events per second of Anonymizer.process in stage-sized batches."""
-    with one_core():
-        started = time.perf_counter()
-        for start in range(0, len(raws), BATCH):
-            anonymizer.process("chat", raws[start:start + BATCH])
-        return len(raws) / (time.perf_counter() - started)
+def warmup_events(count: int) -> list[tuple[bytes, bytes]]:
+    """What every measured anonymizer sees before its clock starts: messages apart from the timed ones."""
+    return chat_events(count, tag="warmup", seed=WARMUP_SEED)
 
 
-async def wait_balanced(settings: Settings, processes: int) -> None:
+def anonymizer_alone(settings: Settings, events: int, warmup: int) -> float:
+    """Events per second of Anonymizer.process in stage-sized batches, in a fresh process on one core."""
+    # Started while this process is held to the core, the child and every thread it starts are held to it too.
+    with one_core(), ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as alone:
+        return alone.submit(_anonymizer_alone, settings, events, warmup).result()
+
+
+def _anonymizer_alone(settings: Settings, events: int, warmup: int) -> float:
+    anonymizer = Anonymizer(key=settings.key_bytes(), ner_model=settings.ner_model, max_event_bytes=1 << 20,
+                            keys=KeyStore(settings.keys_path))
+    for raws in _batches([value for _, value in warmup_events(warmup)]):
+        anonymizer.process("chat", raws)
+    timed = [value for _, value in chat_events(events, tag="alone")]
+    started = time.perf_counter()
+    for raws in _batches(timed):
+        anonymizer.process("chat", raws)
+    return len(timed) / (time.perf_counter() - started)
+
+
+def _batches(raws: list[bytes]) -> Iterator[list[bytes]]:
+    return (raws[start:start + BATCH] for start in range(0, len(raws), BATCH))
+
+
+# Role processes of each ingest run: the roles of each, and its core.
+LAYOUTS = {
+    "ingest_1": [("anonymizer,store", 0)],
+    "ingest_2": [("anonymizer,store", 0), ("anonymizer,store", 1)],
+    "ingest_split": [("anonymizer", 0), ("store", 1)],
+}
+
+
+async def wait_balanced(settings: Settings, roles: list[RoleProcess]) -> None:
     """Until every process holds its share of the partitions: no rebalance may fall inside the timed window."""
-    for group in ("anonymizer", StoreWriterService.group_id):
-        while await kafka.describe_group(settings, group) != ("Stable", processes):
+    for role, group in (("anonymizer", "anonymizer"), ("store", StoreWriterService.group_id)):
+        members = sum(role in process.roles.split(",") for process in roles)
+        while await kafka.describe_group(settings, group) != ("Stable", members):
             await asyncio.sleep(0.2)
 
 
-async def ingest_rate(settings: Settings, events: int, warmup: int, processes: int) -> float:
-    """raw -> store events per second of `processes` role processes, one core each."""
+async def ingest_rate(settings: Settings, events: int, warmup: int, layout: list[tuple[str, int]]) -> float:
+    """raw -> store events per second of role processes laid out as `layout` says."""
     await kafka.ensure_topics(settings)
-    roles = [RoleProcess(settings, "anonymizer,store", log_path=settings.data_dir / f"role-{n}.log", cpus={n})
-             for n in range(processes)]
+    roles = [RoleProcess(settings, names, log_path=settings.data_dir / f"role-{n}.log", cpus={core})
+             for n, (names, core) in enumerate(layout)]
     for role in roles:
         role.start()
     measuring = asyncio.create_task(timed_ingest(settings, roles, events, warmup))
@@ -173,10 +212,10 @@ async def ingest_rate(settings: Settings, events: int, warmup: int, processes: i
 
 
 async def timed_ingest(settings: Settings, roles: list[RoleProcess], events: int, warmup: int) -> float:
-    await wait_balanced(settings, len(roles))
-    await produce(settings, topics.raw("chat"), chat_events(warmup, tag="warmup"))  # every process warms up
+    await wait_balanced(settings, roles)
+    await produce(settings, topics.raw("chat"), warmup_events(warmup))  # every process warms up
     await wait_stored(settings, warmup)
-    await wait_balanced(settings, len(roles))
+    await wait_balanced(settings, roles)
     for role in roles:
         role.pause()
     await produce(settings, topics.raw("chat"), chat_events(events, tag="timed"))
@@ -248,22 +287,19 @@ async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
     base = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("LEARNSTREAM_")})
     settings = dataclasses.replace(base, bootstrap_servers=bootstrap, dev=True, partitions=PARTITIONS,
                                    ner_model=args.ner, data_dir=work / "anon", topic_prefix=f"bench{os.getpid()}.")
-    raws = [value for _, value in chat_events(args.events, tag="alone")]
-    anonymizer = Anonymizer(key=settings.key_bytes(), ner_model=settings.ner_model, max_event_bytes=1 << 20,
-                            keys=KeyStore(settings.keys_path))
-    anonymizer.process("chat", raws[:BATCH])  # warm-up: the first batch pays for lazy loading
     await kafka.ensure_topics(settings)
     await produce(settings, topics.raw("chat"), chat_events(args.events, tag="raw"))
     results = {"events": args.events, "store_events": args.store_events}
     results["bare_raw"] = max([await bare_rate(settings, topics.raw("chat"), args.events) for _ in range(args.repeat)])
-    # Each attempt measures the anonymizer alone beside the two ingest runs, so all three see the same conditions.
-    rates: dict[str, list[float]] = {"anonymizer_alone": [], "ingest_1": [], "ingest_2": []}
+    # Each attempt measures the anonymizer alone beside the ingest runs, so all of them see the same conditions.
+    rates: dict[str, list[float]] = {"anonymizer_alone": [], **{name: [] for name in LAYOUTS}}
     for attempt in range(args.repeat):
-        rates["anonymizer_alone"].append(anonymizer_alone(anonymizer, raws))
-        for processes in (1, 2):
-            run_settings = dataclasses.replace(settings, data_dir=work / f"ingest{processes}-{attempt}",
-                                               topic_prefix=f"{settings.topic_prefix}ingest{processes}-{attempt}.")
-            rates[f"ingest_{processes}"].append(await ingest_rate(run_settings, args.events, args.warmup, processes))
+        alone_settings = dataclasses.replace(settings, data_dir=work / f"alone-{attempt}")
+        rates["anonymizer_alone"].append(anonymizer_alone(alone_settings, args.events, args.warmup))
+        for name, layout in LAYOUTS.items():
+            run_settings = dataclasses.replace(settings, data_dir=work / f"{name}-{attempt}",
+                                               topic_prefix=f"{settings.topic_prefix}{name}-{attempt}.")
+            rates[name].append(await ingest_rate(run_settings, args.events, args.warmup, layout))
     results.update({name: max(runs) for name, runs in rates.items()})
 
     # The store writer alone: sealed samples with the keys of its data dir, made without NER (only the store
@@ -287,7 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30000, help="events through the anonymizer (NER-bound)")
     parser.add_argument("--store-events", type=int, default=100000, help="samples for the store writer alone")
-    parser.add_argument("--warmup", type=int, default=200, help="events each ingest run warms up on, untimed")
+    parser.add_argument("--warmup", type=int, default=2000, help="events every measured anonymizer sees first")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     parser.add_argument("--ner", default="en_core_web_sm", help='spaCy model for names; "" for none')
     args = parser.parse_args()
@@ -298,11 +334,12 @@ def main() -> None:
         "store_vs_bare": results["store_alone"] / results["bare_anon"],
         "two_vs_one_process": results["ingest_2"] / results["ingest_1"],
         "ingest_vs_bare": results["ingest_1"] / results["bare_raw"],
+        "split_ingest_vs_anonymizer": results["ingest_split"] / results["anonymizer_alone"],
         "store_floor_vs_bare": results["sqlite_floor"] / (results["bare_anon"] + results["sqlite_floor"]),
     }
     goals = {"ingest_vs_anonymizer": 0.8, "store_vs_bare": 0.5, "two_vs_one_process": 1.5}
     for name, value in {**results, **ratios}.items():
-        print(f"{name:>22}: {value:,.2f}" if isinstance(value, float) else f"{name:>22}: {value}")
+        print(f"{name:>26}: {value:,.2f}" if isinstance(value, float) else f"{name:>26}: {value}")
     print(json.dumps({**{k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
                       "ratios": {k: round(v, 3) for k, v in ratios.items()},
                       "goals_met": {k: ratios[k] >= goal for k, goal in goals.items()}}))
