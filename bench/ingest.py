@@ -20,8 +20,8 @@ sqlite_floor's: floor / (bare + floor).
 
 The runs are long enough (several seconds each) that filling and draining the pipeline, about one batch at each
 end, is a few percent of them. Every rate is the best of --repeat runs, as timeit takes the best: on a shared
-machine the slow outliers come from other loads. The anonymizer alone and the two ingest runs take turns, so each
-sees the same conditions.
+machine the slow outliers come from other loads. The anonymizer alone and the ingest runs take turns, so each sees
+the same conditions.
 
 Every measured anonymizer, alone or in a role, is a fresh process held to one core from its start, that has loaded
 its model and then seen the same --warmup events and no others: spaCy's vocabulary and the word caches make an

@@ -129,8 +129,8 @@ class ConsumerStage:
                 durable = persisting.batch if persisting is not None else {}
                 # This batch's persist and the durable one's offset commit both run in the background, so the next
                 # batch is fetched and prepared meanwhile rather than after the commit's round trip.
-                making = self._make_durable(prepared, durable) if batch or durable else None
-                persisting = _Persisting(batch, asyncio.create_task(making)) if making else None
+                persisting = (_Persisting(batch, asyncio.create_task(self._make_durable(prepared, durable)))
+                              if batch or durable else None)
         finally:
             if persisting is not None:  # stopping: finish the write; its offsets are left to the redelivery
                 await asyncio.gather(persisting.task, return_exceptions=True)
@@ -138,8 +138,8 @@ class ConsumerStage:
 
     async def _make_durable(self, prepared: Any, durable: Batch) -> None:
         """Persist a prepared batch (None: the fetch brought nothing) while the offsets of the previous one, durable
-        now, are committed.
-        Commits stay in batch order: the loop starts the next of these only after this one has ended."""
+        now, are committed. Commits stay in batch order: the loop starts the next of these only after this one has
+        ended."""
         committing = asyncio.create_task(self._commit(durable)) if durable else None
         try:
             if prepared is not None:
