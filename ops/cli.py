@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from learnstream.config import FAMILIES, ConfigError, Settings, load_settings
-from learnstream.ml_extra import REPORT, MissingPackages
+from learnstream.extras import REPORT, MissingPackages
 from ops.broker import BrokerError, LocalBroker, broker_command
 from ops.logs import setup_logging
 

@@ -16,8 +16,8 @@ import aiohttp
 import orjson
 
 from learnstream.config import Settings
+from learnstream.extras import TRAINING
 from learnstream.keystore import KeyStore
-from learnstream.ml_extra import TRAINING
 from ops.broker import LocalBroker, free_port
 from ops.up import Pipeline
 from producers.jsonl import produce_lines

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
-from learnstream.ml_extra import TRAINING
+from learnstream.extras import TRAINING
 from learnstream.store import Store
 from learnstream.training_state import TrainerBusy, TrainerState
 from schemas import new_event_id, utc_now

@@ -10,7 +10,7 @@ import asyncio
 import json
 
 from learnstream.config import FAMILIES, Settings
-from learnstream.ml_extra import TRAINING
+from learnstream.extras import TRAINING
 from learnstream.registry import Registry
 from learnstream.store import Store
 from serving.status import training_status

@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from learnstream import topics
 from learnstream.config import Settings
+from learnstream.extras import LOCAL_CHAT
 from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
-from learnstream.ml_extra import LOCAL_CHAT
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import Registry, RegistryError, Version, rollback
 from learnstream.store import Store

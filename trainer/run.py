@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from learnstream.config import Settings
+from learnstream.extras import TRAINING
 from learnstream.keystore import KeyStore
-from learnstream.ml_extra import TRAINING
 from learnstream.registry import Registry, Version
 from learnstream.store import Store
 from schemas import utc_now

@@ -28,9 +28,9 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.extras import TRAINING, MissingPackages
 from learnstream.metrics import (TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
                                  TRAINING_RUNS, TRAINING_SECONDS)
-from learnstream.ml_extra import TRAINING, MissingPackages
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
 from learnstream.training_state import TrainerState
