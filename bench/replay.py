@@ -5,8 +5,10 @@ consumption of the same topics, in one run.
 
 The topics are filled before any clock starts: sealed chat and image samples (made without NER: only the replay
 is timed), consent skips, and erasure ledger entries for some owners. Both sides read every *.anon and DLQ topic
-from the beginning, startup included. Goal: replay >= 0.5 x bare consumption. The bench starts its own local
-broker in a temporary folder unless KAFKA_BOOTSTRAP_SERVERS names one. The last line is JSON.
+from the beginning, startup included. Goal: replay >= 0.5 x bare consumption. rebuild_vs_bare, no goal, rates the
+rebuild phase alone (replay's own timing of it) against the same baseline: each sample written once, before the
+swap. The bench starts its own local broker in a temporary folder unless KAFKA_BOOTSTRAP_SERVERS names one. The last
+line is JSON.
 """
 
 from __future__ import annotations
@@ -83,13 +85,14 @@ async def run(samples: int, work: Path, bootstrap: str) -> dict:
     names = [topics.anon(f) for f in FAMILIES] + list(DLQ_TOPICS)
     read, bare = await bare_rate(settings, names)
     started = time.perf_counter()
-    replayed, digest = await replay(settings)
+    result = await replay(settings)
     seconds = time.perf_counter() - started
     async with Store(settings.store_path) as store:
         stored = {family: await store.count(family) for family in FAMILIES}
-        assert await store.content_hash() == digest
-    return {"records": produced, "read_bare": read, "read_replay": replayed, "stored": stored,
-            "bare": bare, "replay": replayed / seconds, "replay_seconds": seconds}
+        assert await store.content_hash() == result.content_sha256
+    return {"records": produced, "read_bare": read, "read_replay": result.records, "stored": stored,
+            "bare": bare, "replay": result.records / seconds, "replay_seconds": seconds,
+            "rebuild_seconds": result.rebuild_seconds, "swap_seconds": result.swap_seconds}
 
 
 def main() -> None:
@@ -98,11 +101,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as folder, local_broker(Path(folder) / "broker") as bootstrap:
         results = asyncio.run(run(args.samples, Path(folder), bootstrap))
-    ratio = results["replay"] / results["bare"]
-    for name, value in {**results, "replay_vs_bare": ratio}.items():
-        print(f"{name:>14}: {value:,.2f}" if isinstance(value, float) else f"{name:>14}: {value}")
+    ratios = {
+        "replay_vs_bare": results["replay"] / results["bare"],
+        # The rebuild alone (every record read, each sample written once, into the new file): no goal, it shows
+        # how far the goal is even before the swap writes the samples a second time.
+        "rebuild_vs_bare": results["read_replay"] / results["rebuild_seconds"] / results["bare"],
+    }
+    for name, value in {**results, **ratios}.items():
+        print(f"{name:>15}: {value:,.2f}" if isinstance(value, float) else f"{name:>15}: {value}")
     print(json.dumps({**{k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
-                      "ratios": {"replay_vs_bare": round(ratio, 3)}, "goals_met": {"replay_vs_bare": ratio >= 0.5}}))
+                      "ratios": {k: round(v, 3) for k, v in ratios.items()},
+                      "goals_met": {"replay_vs_bare": ratios["replay_vs_bare"] >= 0.5}}))
 
 
 if __name__ == "__main__":

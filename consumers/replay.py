@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,16 @@ _REPLACED_TABLES = ("skipped", "dlq", "erasures")
 
 class ReplayRefused(ValueError):
     """Replay cannot run now; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    records: int  # read from the topics
+    content_sha256: str  # of the store now live (Store.content_hash)
+    # Where the time went, so an operator can tell a slow read from a slow swap: reading the topics into the new
+    # file (its content hash included), then the one transaction that makes it live.
+    rebuild_seconds: float
+    swap_seconds: float
 
 
 async def rebuild(settings: Settings, target: Path, *, progress: Progress | None = None) -> tuple[int, str]:
@@ -74,21 +85,23 @@ async def rebuild(settings: Settings, target: Path, *, progress: Progress | None
     return count, digest
 
 
-async def replay(settings: Settings, *, progress: Progress | None = None) -> tuple[int, str]:
-    """Rebuild into a new file, then swap its content into the live store atomically.
-    Returns (records read, content hash of the store now live)."""
+async def replay(settings: Settings, *, progress: Progress | None = None) -> ReplayResult:
+    """Rebuild into a new file, then swap its content into the live store atomically."""
     await _refuse_while_store_writer_runs(settings)
     live = settings.store_path
     target = live.with_name(live.name + ".rebuild")
     _remove_database(target)
     try:
+        started = time.monotonic()
         count, digest = await rebuild(settings, target, progress=progress)
+        rebuilt = time.monotonic()
         await _refuse_while_store_writer_runs(settings)  # it may have been started during the rebuild
         async with Store(live) as store:
             await _swap_in(store.db, target)
+        swapped = time.monotonic()
     finally:
         _remove_database(target)
-    return count, digest
+    return ReplayResult(count, digest, rebuild_seconds=rebuilt - started, swap_seconds=swapped - rebuilt)
 
 
 async def _refuse_while_store_writer_runs(settings: Settings) -> None:

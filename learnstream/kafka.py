@@ -19,6 +19,10 @@ from learnstream.topics import all_specs, prefixed
 
 log = logging.getLogger(__name__)
 
+# How often describe_group asks again while a fresh broker's group coordinator loads (some hundred ms): `replay`
+# asks before it starts, and a longer pause would be most of a small replay's time.
+COORDINATOR_RETRY_S = 0.1
+
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by producers, consumers and the admin client (TLS and SASL pass through)."""
@@ -146,7 +150,7 @@ async def describe_group(settings: Settings, group_id: str, *, timeout_s: float 
             except KafkaError as exc:
                 if not exc.retriable or asyncio.get_running_loop().time() > deadline:
                     raise
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(COORDINATOR_RETRY_S)
     finally:
         await admin.close()
     _error, _group, state, _protocol_type, _protocol, members = response.groups[0][:6]

@@ -157,9 +157,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         bar.update(count - bar.n)
         bar.set_postfix(rate=f"{rate:,.0f}/s")
 
-    count, digest = asyncio.run(replay(settings, progress=progress))
+    result = asyncio.run(replay(settings, progress=progress))
     bar.close()
-    print(json.dumps({"records": count, "content_sha256": digest, "store": str(settings.store_path)}))
+    print(json.dumps({**dataclasses.asdict(result), "store": str(settings.store_path)}))
     return 0
 
 

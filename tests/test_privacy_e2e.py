@@ -116,5 +116,5 @@ async def test_replayed_store_skips_erased_owners(make_settings, start_pipeline)
 
     live_hash = await wait_for(settled)
     await pipeline.stop()  # replay refuses to swap the store under a running store writer
-    count, rebuilt_hash = await replay(settings)
-    assert rebuilt_hash == live_hash and count >= 6
+    result = await replay(settings)
+    assert result.content_sha256 == live_hash and result.records >= 6
