@@ -85,6 +85,13 @@ async def produce(settings: Settings, records: list[bytes], *, per_second: float
                 await asyncio.sleep(CHUNK / per_second)
 
 
+def shares(records: list[bytes], parts: int) -> list[list[bytes]]:
+    """The records in `parts` contiguous slices, in order. A fault test sends one before each fault, so every fault
+    has events in flight however fast the consumers got through the earlier ones."""
+    bounds = [len(records) * part // parts for part in range(parts + 1)]
+    return [records[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
 async def store_contents(settings: Settings) -> tuple[set[str], list[str], int, int]:
     """(stored event ids, the same as a list, consent skips, DLQ index rows) of the chat family."""
     async with Store(settings.store_path) as store:
@@ -137,16 +144,17 @@ async def test_consumers_killed_mid_stream_lose_and_double_nothing(make_settings
     for process in roles:
         process.start()
     try:
-        # ...and the rest arrives while they are being killed.
-        producing = asyncio.create_task(produce(settings, records[backlog:], per_second=events / (rounds * 12)))
-        for round_ in range(rounds):
-            before = await stored(settings)  # both are up and consuming: kill them mid-batch
+        # ...and the rest arrives while they are being killed, a share in each round.
+        for round_, share in enumerate(shares(records[backlog:], rounds)):
+            before = await stored(settings)
+            producing = asyncio.create_task(produce(settings, share, per_second=events / (rounds * 12)))
+            # Both are up and consuming: kill them mid-batch.
             await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.02)
             victims = roles if round_ % 3 == 0 else [roles[round_ % 2]]
             for process in victims:
                 process.kill()
                 process.start()
-        await producing
+            await producing
         await wait_drained(settings, stream, processes=roles)
         assert all(p.alive for p in roles), "a role process died on its own"
         await assert_exactly_once(settings, stream)
@@ -166,14 +174,15 @@ async def test_broker_stopped_and_started_mid_stream(make_settings, tmp_path, re
     role = RoleProcess(settings, "anonymizer,store", log_path=tmp_path / "roles.log")
     role.start()
     try:
-        producing = asyncio.create_task(produce(settings, stream.records(), per_second=100))
-        for _ in range(restarts):
-            before = await stored(settings)  # the consumers are up and consuming
+        for share in shares(stream.records(), restarts):
+            before = await stored(settings)
+            producing = asyncio.create_task(produce(settings, share, per_second=100))
+            # The consumers are up and consuming.
             await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
             await asyncio.to_thread(broker.stop)
             await asyncio.sleep(2)  # a real outage: clients find nobody home for a while
             await asyncio.to_thread(broker.start)
-        await producing
+            await producing
         await wait_drained(settings, stream, processes=[role])
         assert role.alive, "the consumers did not survive the broker restart"
         await assert_exactly_once(settings, stream)
