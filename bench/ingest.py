@@ -58,6 +58,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pii_corpus import generate  # noqa: E402
+from consumers.anonymizer import AnonymizerService  # noqa: E402
 from consumers.privacy import Anonymizer  # noqa: E402
 from consumers.store_writer import StoreWriterService  # noqa: E402
 from learnstream import kafka, topics  # noqa: E402
@@ -185,7 +186,7 @@ LAYOUTS = {
 
 async def wait_balanced(settings: Settings, roles: list[RoleProcess]) -> None:
     """Until every process holds its share of the partitions: no rebalance may fall inside the timed window."""
-    for role, group in (("anonymizer", "anonymizer"), ("store", StoreWriterService.group_id)):
+    for role, group in (("anonymizer", AnonymizerService.group_id), ("store", StoreWriterService.group_id)):
         members = sum(role in process.roles.split(",") for process in roles)
         while await kafka.describe_group(settings, group) != ("Stable", members):
             await asyncio.sleep(0.2)

@@ -94,14 +94,15 @@ async def replay(settings: Settings, *, progress: Progress | None = None) -> Rep
     try:
         started = time.monotonic()
         count, digest = await rebuild(settings, target, progress=progress)
-        rebuilt = time.monotonic()
+        rebuild_seconds = time.monotonic() - started
         await _refuse_while_store_writer_runs(settings)  # it may have been started during the rebuild
         async with Store(live) as store:
+            started = time.monotonic()
             await _swap_in(store.db, target)
-        swapped = time.monotonic()
+            swap_seconds = time.monotonic() - started
     finally:
         _remove_database(target)
-    return ReplayResult(count, digest, rebuild_seconds=rebuilt - started, swap_seconds=swapped - rebuilt)
+    return ReplayResult(count, digest, rebuild_seconds=rebuild_seconds, swap_seconds=swap_seconds)
 
 
 async def _refuse_while_store_writer_runs(settings: Settings) -> None:
