@@ -19,10 +19,10 @@ store_floor_vs_bare is the most store_vs_bare could be on one core, consuming at
 sqlite_floor's: floor / (bare + floor).
 
 The runs are long enough (several seconds each) that filling and draining the pipeline, about one batch at each
-end, is a few percent of them; the store writer's last fetch also waits out its fetch_max_wait_ms (a quarter of a
-second) for bytes that never come, which --store-events 300,000 keeps to a few percent of store_alone. Every rate
-is the best of --repeat runs, as timeit takes the best: on a shared machine the slow outliers come from other loads.
-The anonymizer alone and the ingest runs take turns, so each sees the same conditions.
+end, is a few percent of them; the store writer's last fetch also waits out its fetch_max_wait_ms for bytes that
+never come, which --store-events 300,000 keeps to a few percent of store_alone. Every rate is the best of --repeat
+runs, as timeit takes the best: on a shared machine the slow outliers come from other loads. The anonymizer
+alone and the ingest runs take turns, so each sees the same conditions.
 
 Every measured anonymizer, alone or in a role, is a fresh process held to one core from its start, that has loaded
 its model and then seen the same --warmup events and no others: spaCy's vocabulary and the word caches make an

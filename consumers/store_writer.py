@@ -77,7 +77,8 @@ class StoreWriterService(ConsumerStage):
     # fetch waits up to 250 ms for 1 MiB (some 2,500 samples) rather than taking its first records. Beside the
     # anonymizer on one core, fuller batches cost the writer less CPU per sample and wake the process (and so
     # interrupt NER) less often, at the price of up to a quarter of a second before a sample counts as stored, which
-    # no training threshold notices. Waiting longer made batches no cheaper, and the end of a burst waits it out.
+    # no training threshold notices. A longer wait saved that process no more CPU, and the end of every burst waits
+    # it out in full.
     max_records = 10_000
     fetch_min_bytes = 1024 * 1024
     fetch_max_wait_ms = 250
