@@ -12,11 +12,17 @@ Events per second of:
                     much of ingest_1's shortfall is the store writer's CPU on the anonymizer's core
   bare_anon         plain aiokafka consumption of a topic of --store-events anonymized samples
   store_alone       the store writer alone, on one core, on that topic
-  sqlite_floor      SQLite itself inserting those samples, already decoded, into a table with no index (no Kafka,
-                    no decoding, no fsync) on one core: what any store with a row per sample could at best add
+  sqlite_floor      SQLite itself inserting those samples, already decoded, a row each into a table with no index
+                    (no Kafka, no decoding, no fsync) on one core: what any store with a row per sample could at best
+                    add
+  blob_floor        the same, but each batch's records as one blob: what any SQLite store at all could at best add
+  parse_floor       orjson parsing each of those records, nothing else, on one core: what any writer that looks
+                    inside its records (as sorting bad ones out for the DLQ must) could at best add
 Goals: ingest_1 >= 0.8 x anonymizer_alone; store_alone >= 0.5 x bare_anon; ingest_2 >= 1.5 x ingest_1.
-store_floor_vs_bare is the most store_vs_bare could be on one core, consuming at bare_anon's pace and inserting at
-sqlite_floor's: floor / (bare + floor).
+The floors bound store_vs_bare on one core, where the costs per sample add up. store_floor_vs_bare: consuming at
+bare_anon's pace and inserting at sqlite_floor's, floor / (bare + floor). any_store_ceiling_vs_bare: consuming,
+parsing and writing blobs, each at its floor's pace; above 0.5 only if parse_floor and blob_floor together cost
+less per sample than bare consumption itself.
 
 The runs are long enough (several seconds each) that filling and draining the pipeline, about one batch at each
 end, is a few percent of them; the store writer's last fetch also waits out its fetch_max_wait_ms for bytes that
@@ -65,7 +71,7 @@ from consumers.store_writer import StoreWriterService  # noqa: E402
 from learnstream import kafka, topics  # noqa: E402
 from learnstream.config import Settings, load_settings  # noqa: E402
 from learnstream.keystore import KeyStore  # noqa: E402
-from learnstream.store import SampleRow, Store, sample_row  # noqa: E402
+from learnstream.store import Store, sample_row  # noqa: E402
 from ops.broker import LocalBroker  # noqa: E402
 from tests.procs import RoleProcess  # noqa: E402
 
@@ -263,26 +269,50 @@ async def store_alone_rate(settings: Settings, count: int, attempt: int) -> floa
             await running
 
 
-def sqlite_floor(rows: list[SampleRow], path: Path) -> float:
-    """Rows per second SQLite inserts the store's rows into a table with no index, in the store writer's
-    transactions, with no fsync, on one core."""
+def sqlite_insert_rate(path: Path, columns: str, batches: list[list[tuple]], samples: int) -> float:
+    """Samples per second SQLite inserts `batches` of rows (one transaction each) into a table of `columns` with no
+    index and no fsync, on one core."""
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
-        db.execute("CREATE TABLE samples (id INTEGER PRIMARY KEY, event_id TEXT, family TEXT, ts TEXT, owner TEXT, "
-                   "grp TEXT, body BLOB)")
-        size = StoreWriterService.max_records
+        db.execute(f"CREATE TABLE samples ({columns})")
+        insert = f"INSERT INTO samples VALUES ({', '.join('?' * (columns.count(',') + 1))})"
         with one_core():
             started = time.perf_counter()
-            for start in range(0, len(rows), size):
+            for rows in batches:
                 db.execute("BEGIN")
-                db.executemany("INSERT INTO samples(event_id, family, ts, owner, grp, body) VALUES (?, ?, ?, ?, ?, ?)",
-                               rows[start:start + size])
+                db.executemany(insert, rows)
                 db.execute("COMMIT")
-            return len(rows) / (time.perf_counter() - started)
+            return samples / (time.perf_counter() - started)
     finally:
         db.close()
+
+
+def store_floors(records: list[bytes], work: Path, repeat: int) -> dict[str, float]:
+    """sqlite_floor, blob_floor and parse_floor (see the top of this file), each the best of `repeat`, in the store
+    writer's batches."""
+    size = StoreWriterService.max_records
+    chunks = [records[start:start + size] for start in range(0, len(records), size)]
+    row_batches = [[sample_row(orjson.loads(body), body) for body in chunk] for chunk in chunks]
+    blob_batches = [[(b"\n".join(chunk),)] for chunk in chunks]
+    columns = "event_id, family, ts, owner, grp, body"
+    return {
+        "sqlite_floor": max(sqlite_insert_rate(work / f"rows-{n}.sqlite", columns, row_batches, len(records))
+                            for n in range(repeat)),
+        "blob_floor": max(sqlite_insert_rate(work / f"blobs-{n}.sqlite", "body", blob_batches, len(records))
+                          for n in range(repeat)),
+        "parse_floor": max(parse_rate(records) for _ in range(repeat)),
+    }
+
+
+def parse_rate(records: list[bytes]) -> float:
+    """Records per second orjson parses, on one core."""
+    with one_core():
+        started = time.perf_counter()
+        for body in records:
+            orjson.loads(body)
+        return len(records) / (time.perf_counter() - started)
 
 
 async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
@@ -310,14 +340,13 @@ async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
     fast = Anonymizer(key=store_settings.key_bytes(), ner_model=None, max_event_bytes=1 << 20,
                       keys=KeyStore(store_settings.keys_path))
     anon = [o.record for o in fast.process("chat", [v for _, v in chat_events(args.store_events, tag="store")])]
-    await produce(store_settings, topics.anon("chat"), [(s["session"].encode(), orjson.dumps(s)) for s in anon])
+    records = [orjson.dumps(s) for s in anon]
+    await produce(store_settings, topics.anon("chat"), [(s["session"].encode(), r) for s, r in zip(anon, records)])
     results["bare_anon"] = max([await bare_rate(store_settings, topics.anon("chat"), len(anon))
                                 for _ in range(args.repeat)])
     results["store_alone"] = max([await store_alone_rate(store_settings, len(anon), attempt)
                                   for attempt in range(args.repeat)])
-    rows = [sample_row(s, orjson.dumps(s)) for s in anon]
-    results["sqlite_floor"] = max(sqlite_floor(rows, work / f"floor-{attempt}.sqlite")
-                                  for attempt in range(args.repeat))
+    results.update(store_floors(records, work, args.repeat))
     return results
 
 
@@ -338,6 +367,8 @@ def main() -> None:
         "ingest_vs_bare": results["ingest_1"] / results["bare_raw"],
         "split_ingest_vs_anonymizer": results["ingest_split"] / results["anonymizer_alone"],
         "store_floor_vs_bare": results["sqlite_floor"] / (results["bare_anon"] + results["sqlite_floor"]),
+        "any_store_ceiling_vs_bare": (1 / results["bare_anon"]) / sum(
+            1 / results[name] for name in ("bare_anon", "parse_floor", "blob_floor")),
     }
     goals = {"ingest_vs_anonymizer": 0.8, "store_vs_bare": 0.5, "two_vs_one_process": 1.5}
     for name, value in {**results, **ratios}.items():
