@@ -15,7 +15,8 @@ Events per second of:
   sqlite_floor      SQLite itself inserting those samples, already decoded, a row each into a table with no index
                     (no Kafka, no decoding, no fsync) on one core: what any store with a row per sample could at best
                     add
-  blob_floor        the same, but each batch's records as one blob: what any SQLite store at all could at best add
+  blob_floor        SQLite inserting each batch of those records as one blob (no row per sample, no Kafka, no
+                    fsync) on one core: what any SQLite store at all could at best add
   parse_floor       orjson parsing each of those records, nothing else, on one core: what any writer that looks
                     inside its records (as sorting bad ones out for the DLQ must) could at best add
 Goals: ingest_1 >= 0.8 x anonymizer_alone; store_alone >= 0.5 x bare_anon; ingest_2 >= 1.5 x ingest_1.
@@ -277,7 +278,7 @@ def sqlite_insert_rate(path: Path, columns: str, batches: list[list[tuple]], sam
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
         db.execute(f"CREATE TABLE samples ({columns})")
-        insert = f"INSERT INTO samples VALUES ({', '.join('?' * (columns.count(',') + 1))})"
+        insert = f"INSERT INTO samples VALUES ({', '.join('?' for _ in columns.split(','))})"
         with one_core():
             started = time.perf_counter()
             for rows in batches:
