@@ -290,12 +290,13 @@ def sqlite_insert_rate(path: Path, columns: str, batches: list[list[tuple]], sam
         db.close()
 
 
-def store_floors(records: list[bytes], work: Path, repeat: int) -> dict[str, float]:
-    """sqlite_floor, blob_floor and parse_floor (see the top of this file), each the best of `repeat`, in the store
-    writer's batches."""
+def store_floors(samples: list[dict], records: list[bytes], work: Path, repeat: int) -> dict[str, float]:
+    """sqlite_floor, blob_floor and parse_floor (see the top of this file) of the samples and their records, each the
+    best of `repeat`, in the store writer's batches."""
     size = StoreWriterService.max_records
     chunks = [records[start:start + size] for start in range(0, len(records), size)]
-    row_batches = [[sample_row(orjson.loads(body), body) for body in chunk] for chunk in chunks]
+    rows = [sample_row(sample, body) for sample, body in zip(samples, records)]
+    row_batches = [rows[start:start + size] for start in range(0, len(rows), size)]
     blob_batches = [[(b"\n".join(chunk),)] for chunk in chunks]
     columns = "event_id, family, ts, owner, grp, body"
     return {
@@ -347,7 +348,7 @@ async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
                                 for _ in range(args.repeat)])
     results["store_alone"] = max([await store_alone_rate(store_settings, len(anon), attempt)
                                   for attempt in range(args.repeat)])
-    results.update(store_floors(records, work, args.repeat))
+    results.update(store_floors(anon, records, work, args.repeat))
     return results
 
 
