@@ -29,9 +29,10 @@ store's guarantees could reach even on both cores, one consuming and parsing, th
 event_id index, each at its floors' pace and perfectly overlapped: bare consumption's cost per sample over the
 larger of the two cores' costs. Above 0.5 only if each core's work costs less than twice bare consumption.
 
-The runs are long enough (several seconds each) that filling and draining the pipeline, about one batch at each
-end, is a few percent of them; the store writer's last fetch also waits out its fetch_max_wait_ms for bytes that
-never come, which --store-events 300,000 keeps to a few percent of store_alone. Every rate is the best of --repeat
+The runs are long enough (several seconds each) that filling and draining the pipeline is a few percent of them:
+about one anonymizer batch at each end, and the store writer's fetch_max_wait_ms at each end too (its first fetch
+waits for a fuller batch, its last for bytes that never come), which --store-events 300,000 also keeps to a few
+percent of store_alone. Every rate is the best of --repeat
 runs, as timeit takes the best: on a shared machine the slow outliers come from other loads. The anonymizer
 alone and the ingest runs take turns, so each sees the same conditions.
 
@@ -76,7 +77,7 @@ from consumers.store_writer import StoreWriterService  # noqa: E402
 from learnstream import kafka, topics  # noqa: E402
 from learnstream.config import Settings, load_settings  # noqa: E402
 from learnstream.keystore import KeyStore  # noqa: E402
-from learnstream.store import Store, sample_row  # noqa: E402
+from learnstream.store import CACHE_SIZE_PRAGMA, Store, sample_row  # noqa: E402
 from ops.broker import LocalBroker  # noqa: E402
 from tests.procs import RoleProcess  # noqa: E402
 
@@ -281,7 +282,7 @@ def sqlite_insert_rate(path: Path, table: str, batches: list[list[tuple]], sampl
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
-        db.execute("PRAGMA cache_size=-65536")
+        db.execute(CACHE_SIZE_PRAGMA)
         db.execute(f"CREATE TABLE t {table}")
         insert = f"INSERT INTO t VALUES ({', '.join('?' * len(batches[0][0]))})"
         with one_core():

@@ -28,11 +28,13 @@ from learnstream.wal import enable_wal
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
+# Up to 64 MiB of pages per connection: enough to keep the event_id index, which every insert visits at a random
+# place, from being read back from the file for each batch.
+CACHE_SIZE_PRAGMA = "PRAGMA cache_size=-65536"
+
+_SCHEMA = f"""
 PRAGMA secure_delete=ON;
--- Up to 64 MiB of pages per connection: enough to keep the event_id index, which every insert visits at a random
--- place, from being read back from the file for each batch.
-PRAGMA cache_size=-65536;
+{CACHE_SIZE_PRAGMA};
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
