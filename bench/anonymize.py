@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pii_corpus import NAME_TYPES, Message, generate  # noqa: E402
-from consumers.pii import TextAnonymizer  # noqa: E402
+from learnstream.pii import TextAnonymizer  # noqa: E402
 
 Spans = list[tuple[int, int]]
 

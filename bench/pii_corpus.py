@@ -1,7 +1,7 @@
 """Labelled synthetic therapy-chat corpus for the anonymizer bench.
 
 Every message knows where its personal data is (character spans with a type) and which names came
-from Faker locales the gazetteer was built from (consumers.pii.lexicon.GAZETTEER_LOCALES) and which from
+from Faker locales the gazetteer was built from (learnstream.pii.lexicon.GAZETTEER_LOCALES) and which from
 locales it never saw (HELD_OUT_LOCALES, keeping only names absent from the gazetteer), so the bench can
 report both. Near-miss negatives (weekdays, "NHS", "CBT", "GP", drug doses, scores, years, times) sit in
 the text around them. Casing varies: some messages are typed all in lower case.
@@ -16,7 +16,7 @@ from datetime import date
 
 from faker import Faker
 
-from consumers.pii.lexicon import GAZETTEER_LOCALES, fold, load_lexicon
+from learnstream.pii.lexicon import GAZETTEER_LOCALES, fold, load_lexicon
 
 HELD_OUT_LOCALES = ("fi_FI", "hu_HU", "id_ID", "zu_ZA", "en_TH", "ro_RO", "cs_CZ", "tw_GH", "fr_DZ", "sv_SE", "lt_LT")
 NAME_TYPES = frozenset({"PERSON", "LOCATION", "ORGANIZATION"})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.image_anon import anonymize_image_event
-from consumers.pii import TextAnonymizer
+from learnstream.pii import TextAnonymizer
 from learnstream.keystore import KeyStore, seal
 from learnstream.metrics import NAMES_NOT_REMOVED
 from learnstream.pseudonym import pseudonym

@@ -80,9 +80,9 @@ ODD_BUT_VALID = [
     '{"schema": "chat.v1", "event_id": "inside a text"} and \\u0000 literally',
     "",
 ]
-# Valid text the anonymizer (consumers/pii) still changes although it names no one: it should not. Strict, so the
-# marker goes when the engine is fixed.
-NOT_YET_INTACT = [
+# Valid text that names no one: the anonymizer must pass it unchanged (other scripts, words no list holds,
+# mathematical letters).
+NAMES_NO_ONE = [
     "أشعر بالقلق طوال اليوم ولا أستطيع النوم",  # every word of a caseless script becomes a PERSON
     "אני מרגיש עצוב ועייף כל הזמן",
     "Я очень устал",
@@ -175,12 +175,11 @@ async def test_dlq_list_then_redrive_after_the_limit_is_raised(make_settings, st
 
 @pytest.fixture(scope="module")
 def text_anonymizer():
-    from consumers.pii import TextAnonymizer
+    from learnstream.pii import TextAnonymizer
 
     return TextAnonymizer(key=b"test-key")
 
 
-@pytest.mark.parametrize("text", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason="consumers/pii "
-                                                                            "over-redacts")) for t in NOT_YET_INTACT])
+@pytest.mark.parametrize("text", NAMES_NO_ONE)
 def test_valid_text_that_names_no_one_passes_the_anonymizer_unchanged(text_anonymizer, text):
     assert text_anonymizer.anonymize(text, "a conversation") == text

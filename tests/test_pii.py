@@ -1,4 +1,4 @@
-"""The text anonymizer (consumers.pii): every identifier type with near misses, placeholders, fallback."""
+"""The text anonymizer (learnstream.pii): every identifier type with near misses, placeholders, fallback."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from consumers.pii import TextAnonymizer
+from learnstream.pii import TextAnonymizer
 
 KEY = b"test-key"
 
@@ -123,7 +123,7 @@ def test_batch_and_single_calls_agree(anonymizer: TextAnonymizer) -> None:
 
 
 def test_without_a_model_structured_ids_still_go_and_it_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="consumers.pii"):
+    with caplog.at_level(logging.WARNING, logger="learnstream.pii"):
         anonymizer = TextAnonymizer(key=KEY, ner_model="no_such_spacy_model")
     assert not anonymizer.names_enabled
     assert [r for r in caplog.records if r.levelno == logging.WARNING and "could not be loaded" in r.getMessage()]
@@ -132,7 +132,7 @@ def test_without_a_model_structured_ids_still_go_and_it_says_so(caplog: pytest.L
 
 
 def test_ner_model_none_disables_the_model_quietly(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="consumers.pii"):
+    with caplog.at_level(logging.WARNING, logger="learnstream.pii"):
         anonymizer = TextAnonymizer(key=KEY, ner_model=None)
     assert not anonymizer.names_enabled and not caplog.records
 

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from typing import NamedTuple
 
-from consumers.pii.lexicon import fold, load_lexicon
+from learnstream.pii.lexicon import fold, load_lexicon
 
 
 class Span(NamedTuple):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-from consumers.pii.lexicon import NON_PII_TERMS, PLACES, PLACES_THAT_ARE_WORDS, TOWN_SUFFIXES, fold, load_lexicon
-from consumers.pii.structured import STREET_TYPES, STRONG_STREET_TYPES, Span
+from learnstream.pii.lexicon import NON_PII_TERMS, PLACES, PLACES_THAT_ARE_WORDS, TOWN_SUFFIXES, fold, load_lexicon
+from learnstream.pii.structured import STREET_TYPES, STRONG_STREET_TYPES, Span
 
 SUFFIX_PRIORITY = 3  # "X Surgery", "X Road": the last word says what the whole is
 CUE_PRIORITY = 2  # a rule with context evidence outranks the model
@@ -102,6 +102,7 @@ class Token:
     family_name_word: bool  # a known family name that is also an everyday word ("Brown", "Miller")
     common: bool  # an everyday English word, a contraction or a known non-PII term
     place: bool
+    latin: bool  # written in Latin letters (the only script the word lists and the model know)
 
     @property
     def unknown(self) -> bool:
@@ -145,12 +146,13 @@ class _WordInfo(NamedTuple):
     place: bool
 
 
-def _compound(key: str, common_words: frozenset[str]) -> bool:
-    """ "worksheet", "wellbeing": two everyday words of 4 letters or more written as one."""
+def _compound(key: str, common_words: frozenset[str], *, shortest_first: int = 4) -> bool:
+    """ "worksheet", "wellbeing": two everyday words of 4 letters or more written as one ("newlines": a
+    first word of 3 letters too, for words no name list holds)."""
     return any(
         key[:cut] in common_words and key[cut:] in common_words and key[cut:] not in TOWN_SUFFIXES
         and key[:cut] != key[cut:]
-        for cut in range(4, len(key) - 3)
+        for cut in range(shortest_first, len(key) - 3)
     )
 
 
@@ -180,7 +182,8 @@ def _word_info(word: str) -> _WordInfo:
         part in lexicon.common_words for part in parts
     )
     derived = not listed and not double_barrelled and (
-        _compound(key, lexicon.common_words) or not in_names and _inflected(key, lexicon.common_words)
+        _compound(key, lexicon.common_words, shortest_first=4 if in_names else 3)
+        or not in_names and _inflected(key, lexicon.common_words)
     )
     common = listed or derived
     return _WordInfo(
@@ -213,6 +216,7 @@ def tokenize(text: str) -> list[Token]:
             given=info.given, surname=info.surname, name_word=info.name_word,
             family_name_word=info.family_name_word, common=info.common and not (info.derived and capitalised),
             place=info.place,
+            latin=bool(_LATIN.fullmatch(word)),
         ))
         previous_end = match.end()
     return tokens
@@ -345,8 +349,12 @@ def find_names(tokens: list[Token], text: str) -> list[Span]:
         cue = _cue(tokens, index)
         if token.place and (not token.common or token.capitalised and cue and cue.label == "LOCATION"):
             label = "LOCATION"
-        elif not _LATIN.fullmatch(text[token.start:token.end]):
-            label = "PERSON"
+        elif not token.latin:
+            # Another script: the English word lists know none of its words, so only an English cue ("I told
+            # 王伟", "my friend Алексей") or a capital inside a sentence of a cased script marks a name; a
+            # sentence in Arabic, Hebrew or Russian is not a list of people.
+            if cue or token.capitalised and not token.sentence_start:
+                label = cue.label if cue else "PERSON"
         elif token.name_like(after_cue=bool(cue and cue.strong)) and (
             token.known_name or cue is not None or _followed_by_person_verb(tokens, index)
         ):
@@ -419,7 +427,9 @@ def model_span(tokens: list[Token], start: int, end: int, model_label: str) -> S
         first += 1
     while last > first and not _entity_word(inside[last - 1]):
         last -= 1
-    if not any(token.name_like(after_cue=True) for token in inside[first:last]):
+    if not any(
+        token.name_like(after_cue=True) and (token.latin or token.capitalised) for token in inside[first:last]
+    ):  # the English model reads a lower-case word of another script ("очень") as a name at random
         return None
     if first:
         start = inside[first].start

@@ -1,7 +1,7 @@
 """Word lists the PII detectors consult: names, places, common English words, and words that are never PII.
 
 The large generated lists (given names, surnames, common English words) live in lexicon.json beside this
-module and are rebuilt with `python -m consumers.pii.lexicon` (needs Faker and the Debian word lists
+module and are rebuilt with `python -m learnstream.pii.lexicon` (needs Faker and the Debian word lists
 wbritish-small + wamerican-small, i.e. SCOWL: "Copyright 2000-2011 by Kevin Atkinson", permissive licence).
 The short curated lists are kept here, where a reviewer can read them.
 """

@@ -4,6 +4,10 @@ A placeholder is TYPE plus the first 4 hex digits of HMAC-SHA256(key, conversati
 value): the same person stays the same placeholder within a conversation, differs across conversations,
 and no raw value is kept anywhere. Detection is structured patterns (structured.py), word lists and
 context rules (names.py), and a spaCy NER model for the capitalised words the rules cannot explain.
+
+Detection reads the text folded by learnstream.textnorm (Unicode spaces, dashes, zero-width and bidi
+characters, full-width digits and decomposed accents made plain); the spans found there are replaced in the
+original text, so text outside a replaced span never changes.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consumers.pii.lexicon import fold
-from consumers.pii.names import PROPER_NOUN_PRIORITY, find_names, model_span, needs_model, tokenize
-from consumers.pii.structured import Span, find_structured
+from learnstream.pii.lexicon import fold
+from learnstream.textnorm import Folded
+from learnstream.textnorm import fold as fold_text
+from learnstream.pii.names import PROPER_NOUN_PRIORITY, find_names, model_span, needs_model, tokenize
+from learnstream.pii.structured import Span, find_structured
 
 __all__ = ["TextAnonymizer", "PLACEHOLDER_TYPES"]
 
@@ -106,6 +112,19 @@ def _trimmed(span: Span, text: str) -> Span | None:
     return Span(start, start + len(stripped), span.label, span.priority)
 
 
+def _in_original(view: Folded, spans: list[Span]) -> list[Span]:
+    """Spans of the folded text as spans of the original; spans that meet there (they shared a cluster) join."""
+    mapped: list[Span] = []
+    for span in spans:
+        start, end = view.original_span(span.start, span.end)
+        if mapped and start < mapped[-1].end:
+            last = mapped[-1]
+            mapped[-1] = Span(last.start, max(last.end, end), last.label, last.priority)
+        else:
+            mapped.append(Span(start, end, span.label, span.priority))
+    return mapped
+
+
 @dataclass(kw_only=True)
 class TextAnonymizer:
     key: bytes = field(repr=False)  # the HMAC key for placeholders (the deployment's pseudonym key)
@@ -149,16 +168,18 @@ class TextAnonymizer:
         return [self._render(text, conversation, spans) for (text, conversation), spans in zip(items, found)]
 
     def detect_batch(self, texts: list[str]) -> list[list[Span]]:
-        """The personal data in each text: non-overlapping typed spans in text order.
+        """The personal data in each text: non-overlapping typed spans (of the original text) in text order.
 
-        The NER model sees only the texts whose capitalised words the rules leave unexplained.
+        The rules and the model read the folded text; each span is mapped back to the original characters it
+        came from. The NER model sees only the texts whose capitalised words the rules leave unexplained.
         """
+        folded = [fold_text(text) for text in texts]
         found: list[list[Span]] = []
         token_lists = []
         for_model: list[int] = []
-        for position, text in enumerate(texts):
-            tokens = tokenize(text)
-            spans = find_structured(text) + find_names(tokens, text)
+        for position, view in enumerate(folded):
+            tokens = tokenize(view.text)
+            spans = find_structured(view.text) + find_names(tokens, view.text)
             if self._nlp is not None and needs_model(tokens, [s for s in spans if s.priority > PROPER_NOUN_PRIORITY]):
                 for_model.append(position)
             found.append(spans)
@@ -167,7 +188,7 @@ class TextAnonymizer:
         if for_model:
             parallel = self.n_process > 1 and len(for_model) >= self.parallel_min_batch
             docs = self._nlp.pipe(
-                (texts[position] for position in for_model),
+                (folded[position].text for position in for_model),
                 batch_size=self.batch_size, n_process=self.n_process if parallel else 1,
             )
             for position, doc in zip(for_model, docs):
@@ -176,12 +197,12 @@ class TextAnonymizer:
                     if span is not None:
                         found[position].append(span)
         return [
-            [trimmed for span in _resolve(spans) if (trimmed := _trimmed(span, text))]
-            for text, spans in zip(texts, found)
+            _in_original(view, [trimmed for span in _resolve(spans) if (trimmed := _trimmed(span, view.text))])
+            for view, spans in zip(folded, found)
         ]
 
     def placeholder(self, label: str, value: str, conversation: str) -> str:
-        message = "\x1f".join((conversation, label, _normalise(label, value))).encode()
+        message = "\x1f".join((conversation, label, _normalise(label, fold_text(value).text))).encode()
         return f"[{label}_{hmac.new(self.key, message, hashlib.sha256).hexdigest()[:4]}]"
 
     def _render(self, text: str, conversation: str, spans: list[Span]) -> str:
