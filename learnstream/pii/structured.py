@@ -35,9 +35,10 @@ _IPV6_CANDIDATE = re.compile(r"(?i)(?<![\w:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7
 # A run of digits written with the separators people use in phone, NHS and card numbers, optionally with
 # an international prefix and an extension ("+44 (0)20 7946 0000", "485 777 3456", "555.123.4567x89").
 _DIGIT_RUN = re.compile(r"(?i)(?<![\w+])(?:\+|\(\+?)?\d[\d \-.()]{6,}\d\)?(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?![\w])")
+# Groups split by a space, a dash or a dot (in the folded text every Unicode space and dash is one of these).
 # Any two letters: Faker and test data use prefixes the real scheme forbids ("ZZ"). Without the final
 # letter, a two-letter word before six digits ("my 123456") is not taken for a prefix.
-_NI_NUMBER = re.compile(r"(?i)\b(?P<prefix>[a-z]{2}) ?\d{2} ?\d{2} ?\d{2}(?P<suffix> ?[a-z])?\b")
+_NI_NUMBER = re.compile(r"(?i)\b(?P<prefix>[a-z]{2})[ .-]?\d{2}[ .-]?\d{2}[ .-]?\d{2}(?P<suffix>[ .-]?[a-z])?\b")
 _NOT_NI_PREFIXES = frozenset(
     "my me we he be by at an as am hi ok pm mg ml kg km cm mm no to on in is of or so up us it if do go".split()
 )
