@@ -14,6 +14,7 @@ from learnstream import topics
 from learnstream.config import Settings
 from learnstream.extras import LOCAL_CHAT
 from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
+from learnstream.pii.redaction import RequestRedactor
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import Registry, RegistryError, Version, rollback
 from learnstream.store import Store
@@ -38,7 +39,8 @@ def remote_backend(settings: Settings) -> RemoteBackend | None:
         return None
     return RemoteBackend(settings=RemoteSettings(base_url=settings.remote_url, api_key=settings.remote_api_key or "",
                                                  model=settings.remote_model,
-                                                 timeout_seconds=settings.remote_timeout_s))
+                                                 timeout_seconds=settings.remote_timeout_s),
+                         redactor=RequestRedactor(ner_model=settings.ner_model or None))
 
 
 def router_settings(settings: Settings) -> RouterSettings:

@@ -10,6 +10,7 @@ Crisis messages never reach this module: serving.safety answers them first.
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -20,6 +21,8 @@ from typing import Protocol
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from learnstream.pii.redaction import RequestRedactor
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +107,18 @@ class RemoteSettings:
 
 
 class RemoteBackend:
-    """An OpenAI-compatible chat-completions client; start() before use, or use it as `async with`."""
+    """An OpenAI-compatible chat-completions client; start() before use, or use it as `async with`.
+
+    Redaction is always on: the remote gets the conversation anonymized, and the placeholders in its reply are
+    mapped back to the user's values in memory for that request only. redactor: None shares one built with
+    the default NER model.
+    """
 
     name = "remote"
 
-    def __init__(self, *, settings: RemoteSettings) -> None:
+    def __init__(self, *, settings: RemoteSettings, redactor: RequestRedactor | None = None) -> None:
         self._settings = settings
+        self._redactor = redactor or _shared_redactor()
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._session: aiohttp.ClientSession | None = None
 
@@ -143,9 +152,10 @@ class RemoteBackend:
     async def reply(self, *, history: Sequence[str], message: str) -> BackendReply:
         if self._session is None:
             raise BackendError("remote backend is not started")
+        redacted = await self._redactor.redact_async([*history, message])
         payload = {
             "model": self._settings.model,
-            "messages": self._messages(history, message),
+            "messages": self._messages(redacted.turns[:-1], redacted.turns[-1]),
             "max_tokens": self._settings.max_tokens,
             "temperature": self._settings.temperature,
         }
@@ -161,7 +171,12 @@ class RemoteBackend:
             raise BackendError(f"remote request failed: {type(error).__name__}") from None
         except ValueError:
             raise BackendError("remote reply is not JSON") from None
-        return BackendReply(text=_completion_text(body), backend=self.name, model_version=None)
+        return BackendReply(text=redacted.restore(_completion_text(body)), backend=self.name, model_version=None)
+
+
+@functools.cache
+def _shared_redactor() -> RequestRedactor:
+    return RequestRedactor()
 
 
 def _completion_text(body: object) -> str:

@@ -13,6 +13,7 @@ a free port, checks the bearer key, records what it received, and can be told to
 
 import argparse
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -25,6 +26,7 @@ class StandinBehaviour:
     fail_status: int | None = None  # answer every request with this HTTP error status
     delay_seconds: float = 0.0  # wait this long before answering (slow-remote and timeout tests)
     reply: str = "That sounds like a lot to carry. Would you like to tell me more?"  # never echoes user text
+    echo_placeholders: bool = False  # append the placeholders ("[PERSON_3f2a]") of the last user turn to the reply
 
 
 class RemoteStandin:
@@ -70,6 +72,10 @@ class RemoteStandin:
             await asyncio.sleep(self.behaviour.delay_seconds)
         if self.behaviour.fail_status is not None:
             return web.json_response({"error": {"message": "stand-in failure"}}, status=self.behaviour.fail_status)
+        content = self.behaviour.reply
+        if self.behaviour.echo_placeholders:
+            last_user = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+            content += " " + " ".join(re.findall(r"\[[A-Z_]+_[0-9a-f]{4}\]", last_user))
         return web.json_response(
             {
                 "id": f"chatcmpl-standin-{next(self._ids)}",
@@ -79,7 +85,7 @@ class RemoteStandin:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": self.behaviour.reply},
+                        "message": {"role": "assistant", "content": content},
                         "finish_reason": "stop",
                     }
                 ],

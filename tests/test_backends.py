@@ -330,3 +330,36 @@ async def test_metrics_carry_only_arm_and_backend_labels(remote) -> None:
 def test_invalid_router_settings_are_rejected(overrides: dict) -> None:
     with pytest.raises(ValueError):
         RouterSettings(**overrides)
+
+
+# --- remote redaction (always on) -------------------------------------------------------------------------------
+
+PLANTED = ["Ngozi Okonkwo-Baptiste", "07700\u00a0900\u2009461", "ngozi.ob@example.com", "943 476 5919", "Leeds"]
+
+
+async def test_remote_never_receives_planted_pii_and_the_reply_gets_the_users_values_back(
+    remote: RemoteBackend, standin: RemoteStandin
+) -> None:
+    standin.behaviour.echo_placeholders = True
+    history = [f"my sister {PLANTED[0]} lives in {PLANTED[4]}", "That sounds hard."]
+    message = f"she said call {PLANTED[1]} or mail {PLANTED[2]}, my NHS number is {PLANTED[3]}"
+    answer = await remote.reply(history=history, message=message)
+    sent = str(standin.received)
+    assert not [value for value in PLANTED if value in sent or value.split()[0] in sent]
+    assert not any(group in sent for group in ("900", "461", "5919", "okonkwo"))
+    assert "[PHONE_" in sent and "[EMAIL_" in sent and "[PERSON_" in sent
+    # The stand-in echoed the placeholders of the message; the user reads their own values.
+    assert PLANTED[1] in answer.text and PLANTED[2] in answer.text and PLANTED[3] in answer.text
+    assert "[" not in answer.text
+
+
+async def test_placeholders_differ_per_request_and_nothing_maps_back_across_requests(
+    remote: RemoteBackend, standin: RemoteStandin
+) -> None:
+    await remote.reply(history=[], message="I told Ngozi Okonkwo everything")
+    await remote.reply(history=[], message="I told Ngozi Okonkwo everything")
+    first, second = (body["messages"][-1]["content"] for body in standin.received)
+    assert first != second and "Ngozi" not in first + second
+    standin.behaviour.reply = f"Earlier you said {first.split()[-2]}"  # a stale placeholder stays a placeholder
+    answer = await remote.reply(history=[], message="hello")
+    assert "Ngozi" not in answer.text

@@ -165,7 +165,7 @@ class TextAnonymizer:
     def anonymize_batch(self, items: list[tuple[str, str]]) -> list[str]:
         """Anonymize (text, conversation) pairs in one pass of the NER model."""
         found = self.detect_batch([text for text, _ in items])
-        return [self._render(text, conversation, spans) for (text, conversation), spans in zip(items, found)]
+        return [self.render(text, conversation, spans) for (text, conversation), spans in zip(items, found)]
 
     def detect_batch(self, texts: list[str]) -> list[list[Span]]:
         """The personal data in each text: non-overlapping typed spans (of the original text) in text order.
@@ -205,10 +205,16 @@ class TextAnonymizer:
         message = "\x1f".join((conversation, label, _normalise(label, fold_text(value).text))).encode()
         return f"[{label}_{hmac.new(self.key, message, hashlib.sha256).hexdigest()[:4]}]"
 
-    def _render(self, text: str, conversation: str, spans: list[Span]) -> str:
+    def render(self, text: str, conversation: str, spans: list[Span], values: dict[str, str] | None = None) -> str:
+        """text with each span replaced by its placeholder; with `values`, also records placeholder -> value
+        there (the way back, for a caller that keeps it in memory only: serving's remote redaction)."""
         pieces, cursor = [], 0
         for span in spans:
-            pieces += [text[cursor:span.start], self.placeholder(span.label, text[span.start:span.end], conversation)]
+            value = text[span.start:span.end]
+            placeholder = self.placeholder(span.label, value, conversation)
+            if values is not None:
+                values.setdefault(placeholder, value)
+            pieces += [text[cursor:span.start], placeholder]
             cursor = span.end
         pieces.append(text[cursor:])
         return "".join(pieces)
