@@ -208,3 +208,104 @@ def generate(count: int, *, seed: int = 7, held_out_share: float = 0.4, lower_sh
             cursor += len(piece)
         messages.append(Message("".join(pieces), f"conv-{number // 4}", tuple(entities), lower))
     return messages
+
+
+# --- Unicode-split identifiers ------------------------------------------------------------------------------
+
+_SPACES = ("\u00a0", "\u2009", "\u202f", "\u2007", "\u2002", "\u3000", "\u205f")
+_DASHES = ("\u2010", "\u2011", "\u2013", "\u2014", "\u2212", "\ufe63")
+_ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+STRUCTURED_TYPES = ("PHONE", "NHS_NUMBER", "NI_NUMBER", "CARD", "POSTCODE", "EMAIL", "IP", "DATE_OF_BIRTH", "ADDRESS")
+
+
+def _unicode_typed(value: str, rng: random.Random) -> str:
+    """value as phones and copy-paste type it: Unicode spaces and dashes, full-width digits, zero-width marks."""
+    out = []
+    for char in value:
+        if char == " ":
+            char = rng.choice(_SPACES)
+        elif char == "-":
+            char = rng.choice(_DASHES)
+        elif char.isdigit() and rng.random() < 0.3:
+            char = chr(0xFF10 + int(char))
+        out.append(char)
+        if rng.random() < 0.08:
+            out.append(rng.choice(_ZERO_WIDTH))
+    return "".join(out)
+
+
+def unicode_split(count: int, *, seed: int = 11) -> list[Message]:
+    """Messages of the standard templates that hold a structured identifier, each identifier retyped."""
+    rng = random.Random(seed)
+    source = CorpusFaker(seed)
+    templates = [t for t in TEMPLATES if any(f"{{{label}}}" in t for label in STRUCTURED_TYPES)]
+    messages = []
+    for number in range(count):
+        pieces, entities, cursor = [], [], 0
+        for match in re.finditer(r"\{(\w+)\}|[^{]+", rng.choice(templates)):
+            label = match.group(1)
+            piece = match.group() if label is None else source.value(label, False)
+            if label in STRUCTURED_TYPES:
+                piece = _unicode_typed(piece, rng)
+            if label is not None:
+                entities.append(Entity(cursor, cursor + len(piece), label, False))
+            pieces.append(piece)
+            cursor += len(piece)
+        messages.append(Message("".join(pieces), f"uconv-{number // 4}", tuple(entities), False))
+    return messages
+
+
+# --- Names from outside Faker, gazetteer subtracted -----------------------------------------------------------
+
+# Ways real users type names with no cue the rules know, beside the standard templates.
+UNSEEN_TEMPLATES = TEMPLATES + (
+    "hi its {PERSON} again",
+    "{PERSON} here, bad night again",
+    "so {PERSON} and i had a fight",
+    "me and {PERSON} are not talking",
+    "we drove up to {LOCATION} on saturday",
+    "{PERSON} {PERSON} is my key worker",
+)
+
+
+def unseen_names(count: int, *, seed: int = 13, lower_share: float = 0.4) -> list[Message]:
+    """Messages whose names and places come from bench/unseen_names.py minus every gazetteer and word list."""
+    from bench import unseen_names as source_lists
+
+    rng = random.Random(seed)
+    lexicon = load_lexicon()
+    known = lexicon.given_names | lexicon.surnames | lexicon.common_words
+    given = [n for n in source_lists.GIVEN if fold(n) not in known]
+    family = [n for n in source_lists.FAMILY if fold(n) not in known]
+    places = [n for n in source_lists.PLACES if fold(n) not in known]
+    templates = [t for t in UNSEEN_TEMPLATES if "{PERSON}" in t or "{LOCATION}" in t]
+    other = CorpusFaker(seed)
+    messages = []
+    for number in range(count):
+        lower = rng.random() < lower_share
+        pieces, entities, cursor = [], [], 0
+        for match in re.finditer(r"\{(\w+)\}|[^{]+", rng.choice(templates)):
+            label = match.group(1)
+            if label == "PERSON":
+                piece = rng.choice([rng.choice(given), f"{rng.choice(given)} {rng.choice(family)}"]).title()
+            elif label == "LOCATION":
+                piece = rng.choice(places).title()
+            else:
+                piece = match.group() if label is None else other.value(label, False)
+            piece = piece.lower() if lower else piece
+            if label is not None:
+                entities.append(Entity(cursor, cursor + len(piece), label, label in NAME_TYPES))
+            pieces.append(piece)
+            cursor += len(piece)
+        messages.append(Message("".join(pieces), f"nconv-{number // 4}", tuple(entities), lower))
+    return messages
+
+
+def unseen_name_counts() -> dict[str, int]:
+    """How many of the hand-written names are left once the gazetteer and word lists are subtracted."""
+    from bench import unseen_names as source_lists
+
+    lexicon = load_lexicon()
+    known = lexicon.given_names | lexicon.surnames | lexicon.common_words
+    return {kind: sum(fold(n) not in known for n in names) for kind, names in
+            (("given", source_lists.GIVEN), ("family", source_lists.FAMILY), ("places", source_lists.PLACES))}
