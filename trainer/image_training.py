@@ -4,7 +4,7 @@ Learned, and written in the format serving/image_model.py defines (safetensors f
 a) the tagger, continued from the parent's weights on new images plus a replay of older ones; from scratch when
    there is no usable parent, the embedding dimension or width changed, or an image the parent learned from is gone
    (erased or replaced: its influence must leave the weights). Vocabulary changes map rows by name;
-b) category patterns; c) tag synonyms (look and context); d) people (HDBSCAN, ids kept from the parent's people);
+b) category patterns; c) tag synonyms (look and context); d) people (per owner, a data-chosen cut; ids kept from the parent's people);
 e) the search index; f) the seed's training report.
 Everything but the tagger is recomputed from the current samples every run, so erased images leave it at once.
 Labels used by fewer than `min_label_owners` owners never enter the shared vocabulary: one family's pet name or
@@ -29,7 +29,8 @@ from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file as load_tensors, save_file as save_tensors
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import poisson
-from sklearn.cluster import HDBSCAN
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
 
 from serving.image_model import (CATEGORY_PATTERNS, FACE_CLUSTERS, SEARCH_INDEX, SEARCH_VECTORS, SYNONYMS,
                                  TAGGER_VOCABULARY, TAGGER_WEIGHTS, TRAINING_REPORT, Tagger, read_json, terms_of,
@@ -64,7 +65,7 @@ class ImageHParams:
     # their categories predict (people write one name or the other) ...
     synonym_absence_p: float = 0.01  # ... and chance alone would leave them that rarely together at most this often
     look_quantile: float = 0.2  # search matches a tag by look from the similarity this share of its images is below
-    min_person_faces: int = 3  # HDBSCAN min_cluster_size: faces needed before a group becomes a person
+    min_person_faces: int = 2  # faces needed before a group becomes a person
     person_match_distance: float = 0.5  # furthest a cluster's centre may be from a parent person's to keep its id
     report_top_categories: int = 5
     seed: int = 0
@@ -380,27 +381,70 @@ def _look_alike(rows: list[dict], incidence: np.ndarray, membership: np.ndarray,
 
 # --- d) people ----------------------------------------------------------------------------------------------------
 def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> dict:
-    """Consented faces (the only ones stored) clustered with HDBSCAN; a face it calls noise is in no person. Each
-    cluster keeps the id of the parent's nearest person (one-to-one, within person_match_distance); others get new
-    ids. Centres are biometric data derived from consented faces, recomputed every run (erased faces leave)."""
+    """Consented faces (the only ones stored) clustered within each owner's library, so one person's face never
+    links two owners' libraries: average linkage on cosine distance (two faces of one image never count as one
+    person), cut at a distance chosen from the data (Otsu's split of every owner's merge heights pooled: merges
+    within a person are short, merges between people long). Groups of fewer than min_person_faces faces are in no
+    person. Each group keeps the id of the parent's nearest person of the same owner (one-to-one, within
+    person_match_distance); others get new ids. Centres are biometric data derived from consented faces,
+    recomputed every run (erased faces leave)."""
     parent = read_json(parent_dir / FACE_CLUSTERS) if parent_dir and (parent_dir / FACE_CLUSTERS).exists() else {}
     next_number = parent.get("next_person", 1)
-    faces = [(i["image_id"], face["embedding"]) for i in images for face in i["faces"]]
-    dim = _common_length([embedding for _, embedding in faces])
-    faces = [(image_id, embedding) for image_id, embedding in faces if len(embedding) == dim]
-    if len(faces) <= hp.min_person_faces:
-        return {"next_person": next_number, "persons": []}
-    vectors = unit_rows(np.asarray([embedding for _, embedding in faces], float))
-    labels = HDBSCAN(min_cluster_size=hp.min_person_faces, copy=True).fit(vectors).labels_
-    clusters = [np.flatnonzero(labels == label) for label in sorted(set(labels) - {-1})]
-    if not clusters:
-        return {"next_person": next_number, "persons": []}
-    centres = unit_rows(np.asarray([vectors[members].mean(0) for members in clusters]))
-    ids, next_number = _stable_person_ids(centres, parent.get("persons", []), next_number, hp)
-    persons = [{"person_id": person_id, "faces": len(members), "centroid": [round(v, 6) for v in centre.tolist()],
-                "image_ids": sorted({faces[k][0] for k in members})}
-               for person_id, members, centre in zip(ids, clusters, centres)]
-    return {"next_person": next_number, "persons": sorted(persons, key=lambda p: int(p["person_id"].split("-")[1]))}
+    faces = [(i["owner"], i["image_id"], face["embedding"]) for i in images for face in i["faces"]]
+    dim = _common_length([embedding for _, _, embedding in faces])
+    faces = [face for face in faces if len(face[2]) == dim]
+    by_owner: dict[str, list[int]] = {}
+    for k, (owner, _, _) in enumerate(faces):
+        by_owner.setdefault(owner, []).append(k)
+    vectors = unit_rows(np.asarray([embedding for _, _, embedding in faces], float)) if faces else np.zeros((0, 0))
+    trees = {owner: _face_tree(vectors[rows], [faces[k][1] for k in rows])
+             for owner, rows in by_owner.items() if len(rows) >= 2}
+    heights = np.concatenate([tree[:, 2] for tree in trees.values()]) if trees else np.zeros(0)
+    threshold = _otsu(heights) if len(heights) >= 2 else 0.0
+    persons = []
+    for owner, tree in trees.items():
+        rows = np.asarray(by_owner[owner])
+        labels = fcluster(tree, t=threshold, criterion="distance")
+        for label in sorted(set(labels)):
+            members = rows[labels == label]
+            if len(members) >= hp.min_person_faces:
+                persons.append({"owner": owner, "members": members,
+                                "centre": unit_rows(vectors[members].mean(0))})
+    for owner in sorted({p["owner"] for p in persons}):
+        mine = [p for p in persons if p["owner"] == owner]
+        parents = [p for p in parent.get("persons", []) if p.get("owner") == owner]
+        ids, next_number = _stable_person_ids(np.asarray([p["centre"] for p in mine]), parents, next_number, hp)
+        for person, person_id in zip(mine, ids):
+            person["person_id"] = person_id
+    persons = [{"person_id": p["person_id"], "owner": p["owner"], "faces": len(p["members"]),
+                "centroid": [round(v, 6) for v in p["centre"].tolist()],
+                "image_ids": sorted({faces[k][1] for k in p["members"]})} for p in persons]
+    return {"next_person": next_number, "threshold": round(float(threshold), 6),
+            "persons": sorted(persons, key=lambda p: int(p["person_id"].split("-")[1]))}
+
+
+_APART = 2.0  # the cosine distance given two faces of one image: the largest there is
+
+
+def _face_tree(vectors: np.ndarray, image_ids: list[str]) -> np.ndarray:
+    """Average-linkage merge tree of one owner's faces (scipy's linkage matrix)."""
+    distance = np.clip(1 - vectors @ vectors.T, 0, 2)
+    same_image = np.asarray(image_ids)[:, None] == np.asarray(image_ids)[None, :]
+    distance[same_image] = _APART
+    np.fill_diagonal(distance, 0)
+    return linkage(squareform(distance, checks=False), method="average")
+
+
+def _otsu(values: np.ndarray) -> float:
+    """The cut that best splits these values into two groups (least within-group variance)."""
+    ordered = np.sort(values)
+    best, cut = np.inf, float(ordered[-1])
+    for k in range(1, len(ordered)):
+        low, high = ordered[:k], ordered[k:]
+        spread = low.var() * len(low) + high.var() * len(high)
+        if spread < best:
+            best, cut = spread, float((ordered[k - 1] + ordered[k]) / 2)
+    return cut
 
 
 def _stable_person_ids(centres: np.ndarray, parent_persons: list[dict], next_number: int,
