@@ -31,8 +31,9 @@ class Settings:
     topic_prefix: str = ""
     # Partitions for topics that `up` creates; consumers in one group share them.
     partitions: int = 3
-    # Replicas per topic that `up` creates: 1 on the local broker, 3 on a real cluster.
-    replication_factor: int = 1
+    # Replicas per topic that `up` creates; None: min(3, brokers in the cluster). Topics get min.insync.replicas
+    # = replicas - 1 (at least 1), so acks=all writes go on with one broker down and never rest on one copy alone.
+    replication_factor: int | None = None
     # Raw topics hold PII: keep them briefly. The *.anon topics are the dataset of record (-1 = forever).
     raw_retention_ms: int = 24 * 3600 * 1000
     anon_retention_ms: int = -1

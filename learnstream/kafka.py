@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from learnstream.config import ConfigError, Settings
-from learnstream.topics import all_specs, prefixed
+from learnstream.topics import all_specs, default_replication, min_insync, prefixed
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,31 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics with their partitions and retention; returns the names created."""
+    """Create missing topics with their partitions, replication, min.insync.replicas and retention; returns the
+    names created. Existing topics whose partitions or replication differ from that are named in a warning."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication = settings.replication_factor
+        if replication is None:
+            replication = default_replication(brokers)
         existing = set(await admin.list_topics())
+        specs = {prefixed(settings, spec.name): spec for spec in all_specs(settings)}
         missing = [
             NewTopic(
-                name=prefixed(settings, spec.name),
+                name=name,
                 num_partitions=spec.partitions,
-                replication_factor=settings.replication_factor,
-                topic_configs={"retention.ms": str(spec.retention_ms)},
+                replication_factor=replication,
+                topic_configs={"retention.ms": str(spec.retention_ms),
+                               "min.insync.replicas": str(min_insync(replication))},
             )
-            for spec in all_specs(settings)
-            if prefixed(settings, spec.name) not in existing
+            for name, spec in specs.items()
+            if name not in existing
         ]
+        kept = [name for name in specs if name in existing]
+        if kept:
+            _warn_about_layout(await admin.describe_topics(kept), specs, replication)
         if missing:
             response = await admin.create_topics(missing)
             # The request succeeds as a whole even when single topics fail (a policy, an ACL, too few brokers for
@@ -122,6 +132,21 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def _warn_about_layout(described: list[dict[str, Any]], specs: dict[str, Any], replication: int) -> None:
+    """Kafka never changes a topic's partitions or replicas by itself: say so when they are not what `up` would make
+    (fewer replicas lose data with a broker; other partition counts change which consumer gets which key)."""
+    for topic in described:
+        if topic["error_code"] != 0 or not topic["partitions"]:
+            continue
+        partitions = len(topic["partitions"])
+        replicas = min(len(p["replicas"]) for p in topic["partitions"])
+        spec = specs[topic["topic"]]
+        if partitions != spec.partitions or replicas < replication:
+            log.warning("topic %s has %d partition(s) with %d replica(s); learnstream would create it with %d and %d "
+                        "(kafka-topics.sh --alter / kafka-reassign-partitions.sh change that)",
+                        topic["topic"], partitions, replicas, spec.partitions, replication)
 
 
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:

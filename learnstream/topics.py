@@ -53,5 +53,16 @@ def all_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def default_replication(brokers: int) -> int:
+    """Replicas per topic when none are configured (also the local cluster's internal topics): at most 3."""
+    return min(3, brokers)
+
+
+def min_insync(replication: int) -> int:
+    """min.insync.replicas: all replicas but one acknowledge an acks=all write, so one broker may be down, and a
+    write never rests on one copy alone when there are more (at least 1)."""
+    return max(1, replication - 1)
+
+
 def prefixed(settings: Settings, name: str) -> str:
     return f"{settings.topic_prefix}{name}"

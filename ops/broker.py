@@ -1,11 +1,14 @@
-"""A real single-node Apache Kafka (KRaft) for local use: `learnstream broker start|stop|status`.
+"""A real Apache Kafka (KRaft) of one or more nodes for local use: `learnstream broker start [--nodes N]|stop|status`.
 
 Everything lives in one data dir (normally $LEARNSTREAM_DATA_DIR/broker):
-    broker.json          ports and cluster id chosen on the first start, reused afterwards
-    server.properties    broker config, log4j2.properties its logging (rewritten on every start)
+    broker.json          node count, ports and cluster id chosen on the first start, reused afterwards
+    broker.lock          serializes start/stop of the whole cluster
+Node 1 keeps its files in the data dir itself, node k > 1 in node-k/:
+    server.properties    node config, log4j2.properties its logging (rewritten on every start)
     kafka-data/          the topics (kept across stop/start)
-    broker.pid           pid of the detached broker JVM; broker.lock serializes start/stop
-    broker.log           the broker's log (rolled at 10 MB); broker.out the JVM's own stdout/stderr
+    broker.pid           pid of the detached node JVM
+    broker.log           the node's log (rolled at 10 MB); broker.out the JVM's own stdout/stderr
+Every node is broker and controller (a quorum of N voters), so a 3-node cluster survives losing any one node.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from learnstream.topics import default_replication, min_insync
 from ops.kafka_jars import JarsUnavailable, default_jar_cache, ensure_jars
 
 logger = logging.getLogger(__name__)
@@ -35,9 +40,10 @@ HOST = "127.0.0.1"
 READY_LINE = "Kafka Server started"
 MAIN_CLASS = "kafka.Kafka"
 JVM_OPTIONS = (
-    # Small heap: a dev broker with a few topics needs little, and tests run beside other work.
+    # Small heap: a dev broker with a few topics needs little, and tests run beside other work (several nodes
+    # on a shared 2-core box too).
     "-Xms128m",
-    "-Xmx512m",
+    "-Xmx384m",
     # log4j's own shutdown hook would stop the log while Kafka's hook is still shutting down.
     "-Dlog4j2.shutdownHookEnabled=false",
 )
@@ -60,12 +66,26 @@ QUIET_LOGGERS = (
 )
 
 
-class BrokerState(TypedDict):
-    """broker.json: chosen on the first start of a data dir and kept, so clients keep their address."""
-
+class NodePorts(TypedDict):
+    id: int
     broker_port: int
     controller_port: int
+
+
+class BrokerState(TypedDict):
+    """broker.json: chosen on the first start of a data dir and kept, so clients keep their addresses."""
+
     cluster_id: str
+    nodes: list[NodePorts]
+
+
+class NodeStatus(TypedDict):
+    """One node as `broker status --json` prints it."""
+
+    id: int
+    address: str
+    pid: int | None
+    running: bool
 
 
 class BrokerError(RuntimeError):
@@ -87,25 +107,83 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+@dataclass(frozen=True)
+class _Node:
+    """The files of one node of the local cluster."""
+
+    id: int
+    dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def log4j_properties(self) -> Path:
+        return self.dir / "log4j2.properties"
+
+    @property
+    def kafka_data(self) -> Path:
+        return self.dir / "kafka-data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "broker.log"
+
+    @property
+    def jvm_output(self) -> Path:
+        return self.dir / "broker.out"
+
+    def running_pid(self) -> int | None:
+        """The node's pid, if the pid file names a live process running this node's config."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        # A stale pid file may name a reused pid: only a JVM with our config counts.
+        arguments = _arguments(pid)
+        if MAIN_CLASS in arguments and str(self.server_properties) in arguments:
+            return pid
+        return None
+
+
 class LocalBroker:
-    """One detached broker JVM per data dir; start/stop/status work from any process."""
+    """Detached node JVMs of one data dir (one node unless started with nodes=N); start/stop/status work from any
+    process."""
 
     def __init__(self, data_dir: Path, *, jar_cache: Path | None = None) -> None:
         # Absolute, because the running broker is recognised by the config path on its command line.
         self.data_dir = Path(data_dir).resolve()
         self.jar_cache = jar_cache if jar_cache is not None else default_jar_cache()
         self._state_file = self.data_dir / "broker.json"
-        self._pid_file = self.data_dir / "broker.pid"
-        self._server_properties = self.data_dir / "server.properties"
-        self._log4j_properties = self.data_dir / "log4j2.properties"
-        self._kafka_data = self.data_dir / "kafka-data"
-        self.log_file = self.data_dir / "broker.log"
-        self._jvm_output = self.data_dir / "broker.out"
+
+    def _node(self, node_id: int) -> _Node:
+        return _Node(node_id, self.data_dir if node_id == 1 else self.data_dir / f"node-{node_id}")
+
+    @property
+    def log_file(self) -> Path:
+        """Node 1's log."""
+        return self._node(1).log_file
 
     @property
     def bootstrap(self) -> str:
-        """host:port of the broker listener, fixed on the first start (BrokerError before it)."""
-        return f"{HOST}:{self._load_state()['broker_port']}"
+        """host:port of every node's broker listener, comma-separated, fixed on the first start (BrokerError before)."""
+        return ",".join(f"{HOST}:{n['broker_port']}" for n in self._load_state()["nodes"])
+
+    def nodes(self) -> list[NodeStatus]:
+        """Every node with its address and whether it runs (empty before the first start)."""
+        if not self._state_file.exists():
+            return []
+        result = []
+        for ports in self._load_state()["nodes"]:
+            pid = self._node(ports["id"]).running_pid()
+            result.append(NodeStatus(id=ports["id"], address=f"{HOST}:{ports['broker_port']}", pid=pid,
+                                     running=pid is not None))
+        return result
 
     def ensure_jars(self) -> Path:
         """The folder of broker jars, downloaded on the first call for this version."""
@@ -115,92 +193,123 @@ class LocalBroker:
             raise BrokerError(str(exc)) from exc  # callers of LocalBroker handle one error type
 
     def status(self) -> str | None:
-        """The bootstrap address if the broker runs, else None."""
-        return self.bootstrap if self._running_pid() is not None else None
+        """The bootstrap list if any node runs (clients find the running ones through it), else None."""
+        return self.bootstrap if any(n["running"] for n in self.nodes()) else None
 
-    def start(self, *, timeout: float = 60) -> str:
-        """Start the broker unless it runs already; return its bootstrap address once it serves."""
+    def start(self, *, nodes: int | None = None, timeout: float = 60) -> str:
+        """Start every node that is not running (all on their old ports and data; `nodes` fixes the node count on
+        the first start, default 1); return the bootstrap list once every node serves."""
         with self._lock():
-            address = self.status()
-            if address is not None:
-                return address
+            state = self._load_or_create_state(nodes)
+            if nodes is not None and nodes != len(state["nodes"]):
+                raise BrokerError(f"the local broker in {self.data_dir} has {len(state['nodes'])} node(s), not "
+                                  f"{nodes}: its controller quorum is fixed (stop it and use another data dir)")
+            down = [self._node(p["id"]) for p in state["nodes"] if self._node(p["id"]).running_pid() is None]
+            if not down:
+                return self.bootstrap
             java = shutil.which("java")
             if java is None:
                 raise BrokerError("java not found: the local Kafka broker needs a Java 17+ runtime")
             jars = self.ensure_jars()
-            state = self._load_or_create_state()
-            for port in (state["broker_port"], state["controller_port"]):
-                _require_port_free(port, self.data_dir)
-            self._write_config(state)
-            if not (self._kafka_data / "meta.properties").exists():
-                self._format(java, jars, state["cluster_id"])
-            return self._launch(java, jars, timeout)
+            ports = {p["id"]: p for p in state["nodes"]}
+            for node in down:
+                for port in (ports[node.id]["broker_port"], ports[node.id]["controller_port"]):
+                    _require_port_free(port, self.data_dir)
+            for node in down:
+                node.dir.mkdir(parents=True, exist_ok=True)
+                node.server_properties.write_text(self._server_config(state, node))
+                node.log4j_properties.write_text(self._log4j_config(node))
+                if not (node.kafka_data / "meta.properties").exists():
+                    self._format(java, jars, node, state["cluster_id"])
+            # All down nodes at once: with several voters none is ready before a quorum of them runs.
+            launches = [(node, self._spawn(java, jars, node)) for node in down]
+            # Several JVMs starting together on a small box share its cores: allow each its own timeout.
+            deadline = time.monotonic() + timeout * len(down)
+            for node, log_offset in launches:
+                self._wait_ready(node, log_offset, deadline, timeout * len(down))
+            logger.info("Local Kafka ready at %s", self.bootstrap)
+            return self.bootstrap
 
-    def stop(self, *, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after `timeout`); its data is kept."""
+    def stop(self, *, node: int | None = None, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop every node, or only `node` (SIGTERM, then SIGKILL after `timeout`); the data is kept."""
         with self._lock():
-            self._stop_unlocked(timeout)
+            if node is not None:
+                if node not in {p["id"] for p in self._load_state()["nodes"]}:
+                    raise BrokerError(f"the local broker in {self.data_dir} has no node {node}")
+                self._stop_unlocked([self._node(node)], timeout)
+            elif self._state_file.exists():
+                self._stop_unlocked([self._node(p["id"]) for p in self._load_state()["nodes"]], timeout)
 
     # -- state and config -------------------------------------------------------------------
 
     def _load_state(self) -> BrokerState:
         try:
-            return json.loads(self._state_file.read_text())
+            state = json.loads(self._state_file.read_text())
         except FileNotFoundError:
             raise BrokerError(f"no local broker has been started in {self.data_dir}") from None
+        if "nodes" not in state:  # a single-node broker.json from before clusters: it is node 1
+            ports = NodePorts(id=1, broker_port=state["broker_port"], controller_port=state["controller_port"])
+            state = BrokerState(cluster_id=state["cluster_id"], nodes=[ports])
+        return state
 
-    def _load_or_create_state(self) -> BrokerState:
+    def _load_or_create_state(self, nodes: int | None) -> BrokerState:
         if self._state_file.exists():
             return self._load_state()
-        broker_port = free_port()
-        controller_port = free_port()
-        while controller_port == broker_port:
-            controller_port = free_port()
-        state = BrokerState(broker_port=broker_port, controller_port=controller_port, cluster_id=new_cluster_id())
+        count = 1 if nodes is None else nodes
+        if count < 1:
+            raise BrokerError(f"a cluster needs at least 1 node, not {count}")
+        chosen: set[int] = set()
+        while len(chosen) < 2 * count:
+            chosen.add(free_port())
+        ports = sorted(chosen)
+        state = BrokerState(cluster_id=new_cluster_id(), nodes=[
+            NodePorts(id=k + 1, broker_port=ports[2 * k], controller_port=ports[2 * k + 1]) for k in range(count)])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         staging = self._state_file.with_suffix(".tmp")
         staging.write_text(json.dumps(state, indent=2) + "\n")
         staging.rename(self._state_file)
         return state
 
-    def _write_config(self, state: BrokerState) -> None:
-        self._server_properties.write_text(self._server_config(state))
-        self._log4j_properties.write_text(self._log4j_config())
-
-    def _server_config(self, state: BrokerState) -> str:
-        broker, controller = state["broker_port"], state["controller_port"]
+    def _server_config(self, state: BrokerState, node: _Node) -> str:
+        ports = {p["id"]: p for p in state["nodes"]}
+        broker, controller = ports[node.id]["broker_port"], ports[node.id]["controller_port"]
+        voters = ",".join(f"{p['id']}@{HOST}:{p['controller_port']}" for p in state["nodes"])
+        replicas = default_replication(len(state["nodes"]))
         lines = [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{HOST}:{controller}",
+            f"node.id={node.id}",
+            f"controller.quorum.voters={voters}",
             f"listeners=PLAINTEXT://{HOST}:{broker},CONTROLLER://{HOST}:{controller}",
             f"advertised.listeners=PLAINTEXT://{HOST}:{broker}",
             "controller.listener.names=CONTROLLER",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={self._kafka_data}",
-            # One node: internal topics cannot have more replicas than that, and their default 50
-            # partitions (spread for many brokers) would only slow the first group join.
-            "offsets.topic.replication.factor=1",
+            f"log.dirs={node.kafka_data}",
+            # Internal topics on up to 3 nodes, writable with one of them down. Their default 50 partitions
+            # (spread for many brokers) would only slow the first group join on a dev box.
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_insync(replicas)}",
             "transaction.state.log.num.partitions=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_insync(replicas)}",
             "share.coordinator.state.topic.num.partitions=1",
+            # Topics created without explicit settings (auto-created ones) follow the same rule.
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_insync(replicas)}",
             # Consumers join at once instead of waiting 3 s for peers that a dev box rarely has.
             "group.initial.rebalance.delay.ms=0",
         ]
         return "\n".join(lines) + "\n"
 
-    def _log4j_config(self) -> str:
+    def _log4j_config(self, node: _Node) -> str:
         lines = [
             "status=warn",
             "appender.file.type=RollingFile",
             "appender.file.name=FILE",
-            f"appender.file.fileName={self.log_file}",
-            f"appender.file.filePattern={self.log_file}.%i",
+            f"appender.file.fileName={node.log_file}",
+            f"appender.file.filePattern={node.log_file}.%i",
             "appender.file.layout.type=PatternLayout",
             "appender.file.layout.pattern=[%d] %p %m (%c)%n",
             "appender.file.policies.type=Policies",
@@ -217,85 +326,73 @@ class LocalBroker:
 
     # -- the JVM ------------------------------------------------------------------------------
 
-    def _java_command(self, java: str, jars: Path, main_class: str, *args: str) -> list[str]:
-        log4j_config = f"-Dlog4j2.configurationFile={self._log4j_properties}"
+    def _java_command(self, java: str, jars: Path, node: _Node, main_class: str, *args: str) -> list[str]:
+        log4j_config = f"-Dlog4j2.configurationFile={node.log4j_properties}"
         return [java, *JVM_OPTIONS, "-cp", str(jars / "*"), log4j_config, main_class, *args]
 
-    def _format(self, java: str, jars: Path, cluster_id: str) -> None:
-        logger.info("Formatting local Kafka storage in %s", self._kafka_data)
+    def _format(self, java: str, jars: Path, node: _Node, cluster_id: str) -> None:
+        logger.info("Formatting local Kafka storage in %s", node.kafka_data)
         command = self._java_command(
-            java, jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._server_properties)
+            java, jars, node, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.server_properties)
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed:\n{_tail(result.stdout + result.stderr)}")
 
-    def _launch(self, java: str, jars: Path, timeout: float) -> str:
-        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        command = self._java_command(java, jars, MAIN_CLASS, str(self._server_properties))
-        logger.info("Starting local Kafka %s in %s", self.bootstrap, self.data_dir)
-        began = time.monotonic()
+    def _spawn(self, java: str, jars: Path, node: _Node) -> int:
+        """Launch the node's JVM detached; returns the offset in its log from which to look for the ready line."""
+        log_offset = node.log_file.stat().st_size if node.log_file.exists() else 0
+        command = self._java_command(java, jars, node, MAIN_CLASS, str(node.server_properties))
+        logger.info("Starting local Kafka node %d in %s", node.id, node.dir)
         # The shell backgrounds the JVM and exits at once, so the broker is no child of ours (nothing
         # to reap, it outlives this command); its own session keeps it clear of the terminal's Ctrl-C.
         # Until the background child execs java, its arguments are the shell's, which hold the same
-        # command, so _running_pid() recognises it from the first poll.
+        # command, so running_pid() recognises it from the first poll.
         background = 'out=$1; shift; "$@" </dev/null >"$out" 2>&1 & echo $!'
         launcher = subprocess.run(
-            ["/bin/sh", "-c", background, "sh", str(self._jvm_output), *command],
-            cwd=self.data_dir,
+            ["/bin/sh", "-c", background, "sh", str(node.jvm_output), *command],
+            cwd=node.dir,
             capture_output=True,
             text=True,
             check=True,
             start_new_session=True,
         )
-        self._pid_file.write_text(launcher.stdout)
-        while time.monotonic() - began < timeout:
-            if self._running_pid() is None:
-                self._pid_file.unlink(missing_ok=True)
-                raise BrokerError(f"local Kafka exited before it was ready; its log ends with:\n{self._log_tail()}")
-            if _log_contains(self.log_file, log_offset, READY_LINE):
-                logger.info("Local Kafka ready at %s in %.1f s", self.bootstrap, time.monotonic() - began)
-                return self.bootstrap
+        node.pid_file.write_text(launcher.stdout)
+        return log_offset
+
+    def _wait_ready(self, node: _Node, log_offset: int, deadline: float, timeout: float) -> None:
+        while time.monotonic() < deadline:
+            if node.running_pid() is None:
+                node.pid_file.unlink(missing_ok=True)
+                raise BrokerError(f"local Kafka node {node.id} exited before it was ready; its log ends with:\n"
+                                  f"{_log_tail(node)}")
+            if _log_contains(node.log_file, log_offset, READY_LINE):
+                logger.info("Local Kafka node %d ready", node.id)
+                return
             time.sleep(POLL_S)
-        self._stop_unlocked(STOP_TIMEOUT_S)
-        raise BrokerError(f"local Kafka was not ready after {timeout:.0f} s; its log ends with:\n{self._log_tail()}")
+        self._stop_unlocked([node], STOP_TIMEOUT_S)
+        raise BrokerError(f"local Kafka node {node.id} was not ready after {timeout:.0f} s; its log ends with:\n"
+                          f"{_log_tail(node)}")
 
-    def _log_tail(self) -> str:
-        texts = [path.read_text(errors="replace") for path in (self.log_file, self._jvm_output) if path.exists()]
-        return _tail("\n".join(texts))
+    # -- the running processes -----------------------------------------------------------------
 
-    # -- the running process -------------------------------------------------------------------
-
-    def _running_pid(self) -> int | None:
-        """The broker's pid, if the pid file names a live process running this data dir's broker."""
-        try:
-            pid = int(self._pid_file.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        # A stale pid file may name a reused pid: only a JVM with our config counts.
-        arguments = _arguments(pid)
-        if MAIN_CLASS in arguments and str(self._server_properties) in arguments:
-            return pid
-        return None
-
-    def _stop_unlocked(self, timeout: float) -> None:
-        pid = self._running_pid()
-        if pid is not None:
-            logger.info("Stopping local Kafka (pid %d)", pid)
-            os.kill(pid, signal.SIGTERM)
-            if not self._wait_exit(pid, timeout):
-                logger.warning("Local Kafka ignored SIGTERM for %.0f s; killing it", timeout)
-                os.kill(pid, signal.SIGKILL)
-                self._wait_exit(pid, KILL_WAIT_S)
-        self._pid_file.unlink(missing_ok=True)
-
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
+    def _stop_unlocked(self, nodes: list[_Node], timeout: float) -> None:
+        # SIGTERM to all first: nodes shut down together, and none waits out the others' timeouts.
+        pids = {}
+        for node in nodes:
+            pid = node.running_pid()
+            if pid is not None:
+                logger.info("Stopping local Kafka node %d (pid %d)", node.id, pid)
+                os.kill(pid, signal.SIGTERM)
+                pids[node] = pid
         deadline = time.monotonic() + timeout
-        while self._running_pid() == pid:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(POLL_S)
-        return True
+        for node, pid in pids.items():
+            if not _wait_exit(node, pid, deadline):
+                logger.warning("Local Kafka node %d ignored SIGTERM for %.0f s; killing it", node.id, timeout)
+                os.kill(pid, signal.SIGKILL)
+                _wait_exit(node, pid, time.monotonic() + KILL_WAIT_S)
+        for node in nodes:
+            node.pid_file.unlink(missing_ok=True)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -304,6 +401,19 @@ class LocalBroker:
         with (self.data_dir / "broker.lock").open("w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             yield
+
+
+def _wait_exit(node: _Node, pid: int, deadline: float) -> bool:
+    while node.running_pid() == pid:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _log_tail(node: _Node) -> str:
+    texts = [path.read_text(errors="replace") for path in (node.log_file, node.jvm_output) if path.exists()]
+    return _tail("\n".join(texts))
 
 
 def _arguments(pid: int) -> list[str]:
@@ -342,23 +452,31 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
 
 
-def broker_command(action: str, data_dir: Path) -> int:
-    """`learnstream broker start|stop|status`; returns the exit code."""
+def broker_command(action: str, data_dir: Path, *, nodes: int | None = None, node: int | None = None,
+                   as_json: bool = False) -> int:
+    """`learnstream broker start [--nodes N]|stop [--node ID]|status [--json]`; returns the exit code."""
     broker = LocalBroker(data_dir)
     try:
         if action == "start":
-            print(broker.start())
+            print(broker.start(nodes=nodes))  # the last line: the bootstrap list
             return 0
         if action == "stop":
-            broker.stop()
-            print("stopped")
+            broker.stop(node=node)
+            print("stopped" if node is None else f"stopped node {node}")
             return 0
         if action == "status":
-            address = broker.status()
-            if address is None:
+            states = broker.nodes()
+            if as_json:
+                print(json.dumps({"nodes": states}))
+            down = [str(n["id"]) for n in states if not n["running"]]
+            if not states or len(down) == len(states):
                 print(f"not running (data dir {data_dir})", file=sys.stderr)
                 return 1
-            print(address)
+            if not as_json:
+                print(broker.bootstrap)
+            if down:
+                print(f"node(s) {', '.join(down)} not running (data dir {data_dir})", file=sys.stderr)
+                return 1
             return 0
     except BrokerError as exc:
         print(f"learnstream broker {action}: {exc}", file=sys.stderr)

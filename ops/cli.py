@@ -35,7 +35,7 @@ def _with_bootstrap(settings: Settings, *, start_local: bool) -> Settings:
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    return broker_command(args.action, settings.broker_dir)
+    return broker_command(args.action, settings.broker_dir, nodes=args.nodes, node=args.node, as_json=args.json)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -220,8 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="the local single-node Apache Kafka")
+    p = sub.add_parser("broker", help="the local Apache Kafka (one node, or a cluster with --nodes)")
     p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--nodes", type=int, help="start: the node count, fixed on the first start (default 1)")
+    p.add_argument("--node", type=int, help="stop: only this node id")
+    p.add_argument("--json", action="store_true", help='status: {"nodes": [{"id", "address", "pid", "running"}]}')
     p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("up", help="run all services (or --roles) until stopped")
