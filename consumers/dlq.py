@@ -19,7 +19,7 @@ from aiokafka import ConsumerRecord
 from learnstream import kafka
 from learnstream.config import Settings
 from learnstream.topics import prefixed
-from schemas import InvalidEvent, utc_now
+from schemas import InvalidEvent, utc_now, validate_dlq_entry
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def entry(record: ConsumerRecord, error: InvalidEvent, *, source_topic: str) -> 
 def index_row(dlq_topic: str, value: dict) -> tuple[str, int, int, str, str, str]:
     """The store's index row for a DLQ entry, keyed by the DLQ topic and the SOURCE partition and offset: an entry
     written twice (its source batch was redelivered after a crash) is one failure and counts once.
-    Raises KeyError or TypeError for a malformed entry."""
-    source = value["source"]
-    return dlq_topic, int(source["partition"]), int(source["offset"]), source["topic"], value["reason"], value["ts"]
+    Raises InvalidEvent for a malformed entry (anyone with write access to a DLQ topic can put anything there)."""
+    source = validate_dlq_entry(value)["source"]
+    return dlq_topic, source["partition"], source["offset"], source["topic"], value["reason"], value["ts"]
 
 
 def original_bytes(dlq_entry: dict) -> bytes:
@@ -66,10 +66,12 @@ async def read(settings: Settings, topic: str, *, reason: str | None = None) -> 
     seen: set[tuple[int, int]] = set()
     async for record in kafka.read_to_end(settings, [topic]):
         try:
-            value = orjson.loads(record.value or b"")
+            value = validate_dlq_entry(orjson.loads(record.value or b""))
             source = (value["source"]["partition"], value["source"]["offset"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("%s offset %d: not a DLQ entry; skipped", topic, record.offset)
+            original_bytes(value)
+        except (orjson.JSONDecodeError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s partition %d offset %d: not a DLQ entry (%s); skipped", topic, record.partition,
+                        record.offset, exc)
             continue
         if source in seen or (reason is not None and value.get("reason") != reason):
             continue

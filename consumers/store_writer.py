@@ -22,7 +22,7 @@ from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
-from schemas import InvalidEvent, utc_now
+from schemas import InvalidEvent, utc_now, validate
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,14 @@ def sort_record(batch: Batch, topic: str, body: bytes | None) -> None:
             batch.dlq.append(dlq.index_row(topic, value))
         else:
             _add_anon_record(batch, value, body)
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise InvalidEvent("invalid_record", None, type(exc).__name__) from None
 
 
 def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
     schema = value.get("schema") if isinstance(value, dict) else None
+    if not isinstance(schema, str):
+        raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")
     if schema in _SAMPLE_SCHEMAS:
         for name in ("event_id", "ts", "owner", GROUP_FIELDS[schema.split(".", 1)[0]]):
             if not isinstance(value.get(name), str):
@@ -55,8 +57,10 @@ def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
             raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample")
         batch.samples.append(sample_row(value, body))
     elif schema == "skip.v1":
+        validate(value, expected=("skip.v1",))
         batch.skipped.append((value["event_id"], value["family"], value["reason"]))
     elif schema == "erasure.ledger.v1":
+        validate(value, expected=("erasure.ledger.v1",))
         batch.erasures.append((value["owner"], value["ts"]))
     else:
         raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")

@@ -33,6 +33,9 @@ TRAINING_SECONDS = Histogram(
 TRAINING_LOSS = Gauge("learnstream_training_last_loss", "Eval loss of the last run", ["family"])
 TRAINING_PROGRESS = Gauge("learnstream_training_progress_ratio", "Steps done / steps planned", ["family"])
 SERVED_VERSION = Gauge("learnstream_served_version", "Model version being served", ["family"])
+BACKGROUND_RESTARTS = Counter(
+    "learnstream_background_restarts_total", "Supervised background tasks restarted after an error", ["task"]
+)
 SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
 REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])

@@ -113,7 +113,7 @@ class Registry:
         """A path from a model.updated event, refused unless it names a version folder inside this registry."""
         family_dir = self.family_dir(family).resolve()
         path = (self.root / relative).resolve()
-        if path.parent != family_dir or not path.name.isdigit():
+        if path.parent != family_dir or not (path.name.isascii() and path.name.isdigit()):  # not '²'
             raise RegistryError(f"path {relative!r} is not a {family} version of this registry")
         return path
 

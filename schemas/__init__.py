@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
-from schemas.validation import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode, parse, validate
+from schemas.validation import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode, parse, validate, validate_dlq_entry
 
 
 def utc_now() -> str:
@@ -27,4 +27,5 @@ __all__ = [
     "parse",
     "utc_now",
     "validate",
+    "validate_dlq_entry",
 ]

@@ -101,5 +101,20 @@ SCHEMAS: dict[str, dict[str, FieldRule]] = {
     "model.updated.v1": MODEL_UPDATED_V1,
 }
 
+# Records that only stages write, on the topics stages read: checked as strictly as the apps' events, because a
+# record from anyone else (an operator's kcat, a buggy tool) must not stop the stage that reads it. A DLQ entry
+# has no "schema" field of its own in old records, so its rules are looked up by topic, not by schema.
+DLQ_ENTRY = {
+    "reason": _req("string", non_empty=True),
+    "ts": _req("string", non_empty=True, timestamp=True),
+    "source": _req("object", fields={
+        "topic": _req("string", non_empty=True), "partition": _req("integer"), "offset": _req("integer"),
+    }),
+}
+INTERNAL_SCHEMAS: dict[str, dict[str, FieldRule]] = {
+    "skip.v1": {"event_id": _ID, "family": _req("string", choices=("chat", "image")), "reason": _ID},
+    "erasure.ledger.v1": {"owner": _ID, "ts": _req("string", non_empty=True, timestamp=True)},
+}
+
 # The schemas each raw topic accepts; anything else on that topic goes to its DLQ.
 RAW_TOPIC_SCHEMAS = {"chat": ("chat.v1",), "image": ("image.v1",), "erasure": ("erasure.v1",)}

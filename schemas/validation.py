@@ -11,10 +11,12 @@ from typing import Any
 
 import orjson
 
-from schemas.types import FieldRule, SCHEMAS
+from schemas.types import DLQ_ENTRY, FieldRule, INTERNAL_SCHEMAS, SCHEMAS
 
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 MAX_DEPTH = 8
+# SQLite's integers are 64-bit: a larger JSON integer would fail the store's transaction, not the record.
+MAX_INTEGER = 2**63 - 1
 
 
 @dataclass
@@ -67,16 +69,28 @@ def _depth(value: Any, level: int = 1) -> int:
 def validate(event: dict[str, Any], *, expected: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Check an event against its schema; returns it unchanged or raises InvalidEvent.
 
-    expected limits the schemas a topic accepts (chat.raw takes only chat.v1).
+    expected limits the schemas a topic accepts (chat.raw takes only chat.v1); the stages' own record schemas
+    (skip.v1, erasure.ledger.v1) are accepted only where a topic expects them.
     """
+    if not isinstance(event, dict):
+        raise InvalidEvent("not_an_object", None, "an event is a JSON object")
     schema = event.get("schema")
     if not isinstance(schema, str):
         raise InvalidEvent("missing_field" if schema is None else "wrong_type", "schema", "a string such as 'chat.v1'")
-    if schema not in SCHEMAS or (expected is not None and schema not in expected):
+    known = SCHEMAS if expected is None else {**SCHEMAS, **INTERNAL_SCHEMAS}
+    if schema not in known or (expected is not None and schema not in expected):
         allowed = ", ".join(expected or SCHEMAS)
         raise InvalidEvent("unknown_schema", "schema", f"{schema[:40]!r} is not one of: {allowed}")
-    _check_object(event, SCHEMAS[schema], prefix="")
+    _check_object(event, known[schema], prefix="")
     return event
+
+
+def validate_dlq_entry(entry: Any) -> dict[str, Any]:
+    """Check a dead-letter entry as a stage reads it back (the store indexes it, `dlq` lists and redrives it)."""
+    if not isinstance(entry, dict):
+        raise InvalidEvent("not_an_object", None, "a DLQ entry is a JSON object")
+    _check_object(entry, DLQ_ENTRY, prefix="")
+    return entry
 
 
 def parse(raw: bytes, *, expected: tuple[str, ...] | None = None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict:
@@ -107,6 +121,8 @@ def _check_value(value: Any, rule: FieldRule, path: str) -> None:
         raise InvalidEvent("wrong_type", path, f"must be {rule.describe()}")
     if rule.choices is not None and value not in rule.choices:
         raise InvalidEvent("invalid_value", path, f"must be one of {', '.join(map(str, rule.choices))}")
+    if rule.kind == "integer" and not -MAX_INTEGER <= value <= MAX_INTEGER:
+        raise InvalidEvent("invalid_value", path, "must fit in 64 bits")
     if rule.non_empty and len(value) == 0:
         raise InvalidEvent("invalid_value", path, "must not be empty")
     if rule.timestamp and not _is_utc_timestamp(value):

@@ -281,7 +281,9 @@ class Serving:
         chat = self.holders["chat"]
         # Without a local model to wait for, a replica is as ready as it gets: images, and the remote if any.
         ready = chat.current is not None or chat.unavailable is not None or self.remote is not None
-        body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(),
+        # A replica that no longer follows model.updated would answer from an old version: not ready.
+        ready = ready and self.updates.running
+        body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(), "model_updates": self.updates.running,
                                 "served": {f: h.version for f, h in self.holders.items()}}
         return web.json_response(body, status=200 if ready else 503)
 

@@ -198,13 +198,18 @@ async def test_hostile_model_updated_events_are_refused_and_the_old_model_keeps_
             {**valid, "path": "chat/2"},  # path and version disagree
             {**valid, "manifest_sha256": "0" * 64},
             model_updated_event(tampered, decision="promoted", reason="test"),
+            {**valid, "path": "chat/\u00b2", "version": 2},  # passes isdigit(), fails int()
+            {**valid, "version": "1"},
         ]
         before = swaps("chat", "failed") + swaps("chat", "rejected") + swaps("unknown", "rejected")
         for event in hostile:
             assert not await updates.apply(orjson.dumps(event)), event["path"]
-        assert not await updates.apply(b"\xff not json")
+        too_big = orjson.dumps(valid).replace(b'"version":%d' % good.number, b'"version":%d' % 2**70)
+        raw_hostile = [b"\xff not json", b"null", b"[]", b'"chat/1"', b"{}", too_big]
+        for raw in raw_hostile:
+            assert not await updates.apply(raw), raw
         after = swaps("chat", "failed") + swaps("chat", "rejected") + swaps("unknown", "rejected")
-        assert after - before == len(hostile) + 1  # every refusal counted
+        assert after - before == len(hostile) + len(raw_hostile)  # every refusal counted
         assert holder.current.model.number == 0
         assert await updates.apply(orjson.dumps(valid)) and holder.version == good.number  # a good one still swaps
     finally:
