@@ -33,7 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pii_corpus import NAME_TYPES, Message, generate, unicode_split, unseen_name_counts, unseen_names  # noqa: E402
+from bench.pii_corpus import (  # noqa: E402
+    NAME_TYPES, Message, generate, unicode_split, unseen_name_counts, unseen_names,
+)
 from learnstream.pii import TextAnonymizer  # noqa: E402
 
 Spans = list[tuple[int, int]]
@@ -120,7 +122,8 @@ def presidio_batch(model: str) -> Callable[[list[str]], list[Spans]]:
 
 def side_corpus(name: str, messages: list[Message], ours: TextAnonymizer, presidio, groups: tuple[str, ...]) -> dict:
     """Ours and Presidio (batch) on the same messages of one side corpus: recall of the groups, keep rate."""
-    ours_scores = score(messages, [[(s.start, s.end) for s in spans] for spans in ours.detect_batch([m.text for m in messages])])
+    detected = ours.detect_batch([m.text for m in messages])
+    ours_scores = score(messages, [[(s.start, s.end) for s in spans] for spans in detected])
     result = {"messages": len(messages), "keep_rate": ours_scores["keep_rate"],
               "recall": {g: ours_scores["recall"].get(g) for g in groups}}
     if presidio is not None:

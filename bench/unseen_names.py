@@ -22,7 +22,7 @@ FAMILY = """
     kuznetsova lewandowska mahlangu mensah mwangi ndlovu nkosi nwachukwu obi odhiambo ogunleye okafor okeke
     oladipo olawale onyango osei owusu pillai qureshi rahman rajan sithole soyinka tembo usman venkatesan
     wojcik yeboah zulu nakamura takahashi watanabe kobayashi yamamoto nguyen tran pham hoang vuong
-    mcallister mcgillivray ogilvie macaulay fitzgerald odonnell mcgrath quigley breathnach ní mhaoláin
+    mcallister mcgillivray ogilvie macaulay fitzgerald odonnell mcgrath quigley breathnach mhaoláin
     pryce llewellyn vaughan bowen gruffydd cadwaladr
 """.split()
 

@@ -113,16 +113,22 @@ def _trimmed(span: Span, text: str) -> Span | None:
 
 
 def _in_original(view: Folded, spans: list[Span]) -> list[Span]:
-    """Spans of the folded text as spans of the original; spans that meet there (they shared a cluster) join."""
-    mapped: list[Span] = []
-    for span in spans:
-        start, end = view.original_span(span.start, span.end)
-        if mapped and start < mapped[-1].end:
-            last = mapped[-1]
-            mapped[-1] = Span(last.start, max(last.end, end), last.label, last.priority)
-        else:
-            mapped.append(Span(start, end, span.label, span.priority))
-    return mapped
+    """Spans of the folded text, without edge spaces and punctuation, as spans of the original."""
+    return [Span(*view.original_span(t.start, t.end), t.label, t.priority)
+            for span in spans if (t := _trimmed(span, view.text))]
+
+
+# A zero-width character between two letters: inside an identifier it hides a part ("jo\u200bhn@..."), between
+# words it is a break ("a\u200dzero width"). Structured patterns read it removed; words read it as a space.
+_INVISIBLE_BETWEEN_LETTERS = re.compile(r"(?<=[^\W\d_])[\u200b-\u200d\u2060\ufeff]+(?=[^\W\d_])")
+
+
+def _word_view(text: str, view: Folded) -> Folded:
+    """The folded text that names are read from: as view, but a zero-width character between letters is a space.
+    Replaced one for one, so the offsets of the original still hold."""
+    if view.text is text or not _INVISIBLE_BETWEEN_LETTERS.search(text):
+        return view
+    return fold_text(_INVISIBLE_BETWEEN_LETTERS.sub(lambda m: " " * len(m.group()), text))
 
 
 @dataclass(kw_only=True)
@@ -173,32 +179,32 @@ class TextAnonymizer:
         The rules and the model read the folded text; each span is mapped back to the original characters it
         came from. The NER model sees only the texts whose capitalised words the rules leave unexplained.
         """
-        folded = [fold_text(text) for text in texts]
+        views = [fold_text(text) for text in texts]
+        word_views = [_word_view(text, view) for text, view in zip(texts, views)]
         found: list[list[Span]] = []
         token_lists = []
         for_model: list[int] = []
-        for position, view in enumerate(folded):
-            tokens = tokenize(view.text)
-            spans = find_structured(view.text) + find_names(tokens, view.text)
-            if self._nlp is not None and needs_model(tokens, [s for s in spans if s.priority > PROPER_NOUN_PRIORITY]):
+        for position, (view, words) in enumerate(zip(views, word_views)):
+            tokens = tokenize(words.text)
+            names = find_names(tokens, words.text)
+            if self._nlp is not None and needs_model(tokens, [s for s in names if s.priority > PROPER_NOUN_PRIORITY]):
                 for_model.append(position)
-            found.append(spans)
+            found.append(_in_original(view, find_structured(view.text)) + _in_original(words, names))
             token_lists.append(tokens)
         self.texts_sent_to_model += len(for_model)
         if for_model:
             parallel = self.n_process > 1 and len(for_model) >= self.parallel_min_batch
             docs = self._nlp.pipe(
-                (folded[position].text for position in for_model),
+                (word_views[position].text for position in for_model),
                 batch_size=self.batch_size, n_process=self.n_process if parallel else 1,
             )
             for position, doc in zip(for_model, docs):
-                for entity in doc.ents:
-                    span = model_span(token_lists[position], entity.start_char, entity.end_char, entity.label_)
-                    if span is not None:
-                        found[position].append(span)
+                spans = [span for entity in doc.ents if (span := model_span(
+                    token_lists[position], entity.start_char, entity.end_char, entity.label_)) is not None]
+                found[position] += _in_original(word_views[position], spans)
         return [
-            _in_original(view, [trimmed for span in _resolve(spans) if (trimmed := _trimmed(span, view.text))])
-            for view, spans in zip(folded, found)
+            [trimmed for span in _resolve(spans) if (trimmed := _trimmed(span, text))]
+            for text, spans in zip(texts, found)
         ]
 
     def placeholder(self, label: str, value: str, conversation: str) -> str:

@@ -61,8 +61,9 @@ _PERSON_AFTER = _words("""
     said says told thinks thought wants wanted keeps kept came comes went goes asked feels felt knows knew
     loves loved hates hated left died passed lives lived works worked tried shouted yelled cried called
     texted rang hit took takes makes made bought sent is was has had doesn't didn't isn't wasn't won't
-    can't never always just still
+    can't never always just still here
 """)
+_GREETINGS = _words("hi hey hello hiya")  # "hi its X again", "hey it's X"
 _SPEECH_VERBS = _words("said says told thinks came comes keeps kept texted called asked wants rang")
 # "X from work": where the people a client talks about come from.
 _PLACES_PEOPLE_MEET = _words("work school uni college church mosque temple gym class next football")
@@ -153,6 +154,7 @@ def _compound(key: str, common_words: frozenset[str], *, shortest_first: int = 4
         key[:cut] in common_words and key[cut:] in common_words and key[cut:] not in TOWN_SUFFIXES
         and key[:cut] != key[cut:]
         for cut in range(shortest_first, len(key) - 3)
+        if cut >= 4 or len(key) - cut >= 5  # "new|lines" but not "sit|hole" (Sithole, a family name)
     )
 
 
@@ -269,7 +271,9 @@ def _cue(tokens: list[Token], index: int) -> _Cue | None:
         return _Cue("PERSON", strong=True)
     before = tokens[index - 1].key if index else ""
     two_before = tokens[index - 2].key if index > 1 else ""
-    if before in _TITLES or before in _RELATIONS or before in _NAMING:
+    if before in _TITLES or before in _RELATIONS or before in _NAMING or (
+        before in ("its", "is") and two_before in _GREETINGS
+    ):
         return _Cue("PERSON", strong=True)
     if before in _PLACE_BEFORE or (before == "to" and two_before in _MOVE_VERBS) or (
         before == "of" and two_before in _AREA_WORDS
@@ -387,7 +391,8 @@ def _followed_by_person_verb(tokens: list[Token], index: int) -> bool:
     if following is None:
         return False
     if token.unknown:
-        return following.key in _PERSON_AFTER
+        after = tokens[index + 2].key if index + 2 < len(tokens) else ""
+        return following.key in _PERSON_AFTER or following.key == "and" and after in ("i", "me")  # "X and i"
     return token.name_word and token.capitalised and (
         following.key in _SPEECH_VERBS or following.capitalised and (following.surname or following.unknown)
     )
