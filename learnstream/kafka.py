@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from learnstream.config import ConfigError, Settings
+from learnstream.secret import reveal
 from learnstream.topics import all_specs, prefixed
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
         kwargs["sasl_plain_username"] = settings.sasl_username
-        kwargs["sasl_plain_password"] = settings.sasl_password
+        kwargs["sasl_plain_password"] = reveal(settings.sasl_password)
     return kwargs
 
 

@@ -103,7 +103,7 @@ def cmd_anonymize(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.privacy import Anonymizer
 
     if settings.pseudonym_key:
-        key = settings.pseudonym_key.encode()
+        key = settings.pseudonym_key.reveal().encode()
     else:
         key = secrets.token_bytes(32)
         print("learnstream anonymize: no LEARNSTREAM_PSEUDONYM_KEY; using a random key for this run "
