@@ -126,11 +126,14 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
-    """The partitions of existing topics (names without prefix); missing topics have none."""
+    """The partitions of existing topics (names without prefix); missing topics have none, and stay missing."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics([prefixed(settings, t) for t in topics])
+        # Described by name, a missing topic would be auto-created by a broker that allows it: a read must not.
+        existing = set(await admin.list_topics())
+        names = [name for name in (prefixed(settings, t) for t in topics) if name in existing]
+        described = await admin.describe_topics(names) if names else []
     finally:
         await admin.close()
     return [TopicPartition(d["topic"], p["partition"]) for d in described if d["error_code"] == 0
