@@ -1,4 +1,4 @@
-"""The `learnstream` command (DESIGN.md, "Command line")."""
+"""The `learnstream` command (docs/ARCHITECTURE.md, "Command line")."""
 
 from __future__ import annotations
 

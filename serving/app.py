@@ -1,4 +1,4 @@
-"""The serving role: an aiohttp app with a hot-swappable model per family (routes in DESIGN.md, "HTTP")."""
+"""The serving role: an aiohttp app with a hot-swappable model per family (routes in docs/ARCHITECTURE.md, "HTTP")."""
 
 from __future__ import annotations
 
