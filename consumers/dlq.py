@@ -84,9 +84,9 @@ async def redrive(settings: Settings, topic: str, *, reason: str | None = None) 
     Returns the count sent. What fails again gets a new DLQ entry; what succeeds is stored once (event_id)."""
     source = topic.removesuffix(".dlq")
     producer = kafka.producer(settings)
-    await producer.start()
     deliveries = []
     try:
+        await producer.start()
         async for record, value in read(settings, topic, reason=reason):
             if value.get("truncated"):
                 log.warning("not redriving %s offset %d: only the first %d bytes were kept (oversize)", topic,

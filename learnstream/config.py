@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
+from learnstream.secret import Secret
+
 FAMILIES = ("chat", "image")
 
 
@@ -38,7 +40,7 @@ class Settings:
     raw_retention_ms: int = 24 * 3600 * 1000
     anon_retention_ms: int = -1
     # HMAC key for pseudonyms and placeholders. Required unless dev is on.
-    pseudonym_key: str | None = None
+    pseudonym_key: Secret | None = None
     # Demo/test mode: allows running without a pseudonym key and opens clinician/admin endpoints.
     dev: bool = False
     # Events larger than this go to the DLQ (which keeps their first 4 KiB, length and sha256).
@@ -64,8 +66,11 @@ class Settings:
     # Promotion gate: a new version is served unless it is worse than the served one on held-out data by more
     # than this fraction (chat: loss; image: tag F1).
     promotion_tolerance: float = 0.02
-    # Serving.
+    # Serving: the interface and port it listens on. 127.0.0.1 by default; "0.0.0.0" opens it to the network.
+    http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Requests served at once; more get 429 with Retry-After (health checks and /metrics do not count).
+    http_max_concurrent: int = 64
     # /metrics of a process without the serving role (serving exports on http_port); None: not served.
     metrics_port: int | None = None
     # USE_LOCAL_AI=1 answers with the local model, 0 with the remote API. Unset: the remote when one is
@@ -79,7 +84,7 @@ class Settings:
     ab_share: float = 0.0
     # An OpenAI-compatible chat-completions API (Groq, say); unset = no remote backend.
     remote_url: str | None = None
-    remote_api_key: str | None = None
+    remote_api_key: Secret | None = None
     remote_model: str = "llama-3.1-8b-instant"
     remote_timeout_s: float = 20.0
     # Reply generation of the local chat model (see serving/generation.py).
@@ -90,15 +95,23 @@ class Settings:
     chat_top_k: int = 50
     chat_repetition_penalty: float = 1.3
     # Bearer tokens by role: "clinician:tok1,app:tok2,admin:tok3". Empty: app endpoints open, others 403.
-    api_tokens: str = ""
+    api_tokens: Secret = Secret("")
     # Kafka client security, passed through to every client (PLAINTEXT, SSL, SASL_SSL, SASL_PLAINTEXT).
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: Secret | None = None
     ssl_cafile: str | None = None
     # Logs as JSON lines instead of text.
     json_logs: bool = False
+
+    def __post_init__(self) -> None:
+        # The secret fields (typed Secret above) also take plain strings, and keep them wrapped: repr, logs and
+        # errors never show them (learnstream/secret.py).
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Secret(value))
 
     @property
     def store_path(self) -> Path:
@@ -122,7 +135,7 @@ class Settings:
     def key_bytes(self) -> bytes:
         """The pseudonym key; callers decide what to do when there is none (see require_key)."""
         if self.pseudonym_key:
-            return self.pseudonym_key.encode()
+            return self.pseudonym_key.reveal().encode()
         if self.dev:
             # A fixed, public dev key: pseudonyms stay stable across demo runs and say loudly they are not secret.
             return b"learnstream-dev-key-not-secret"
@@ -131,6 +144,8 @@ class Settings:
             "LEARNSTREAM_DEV=1 runs with a public development key"
         )
 
+
+SECRET_FIELDS = ("pseudonym_key", "remote_api_key", "api_tokens", "sasl_password")
 
 # Environment names that differ from LEARNSTREAM_<FIELD>.
 _ENV_ALIASES = {
@@ -163,6 +178,8 @@ def _parse(name: str, kind: str, raw: object) -> object:
             return float(raw)
         if kind == "Path":
             return Path(text)
+        if kind == "Secret":
+            return Secret(str(raw))
     except ValueError:
         raise ConfigError(f"setting {name}: cannot read {text!r} as {kind}") from None
     return text
@@ -192,7 +209,14 @@ def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] 
     settings = Settings(**values)
     if settings.partitions < 1:
         raise ConfigError("setting partitions: must be at least 1")
+    for name in ("chat_threshold", "image_threshold", "http_max_concurrent"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting {name}: must be at least 1")
+    for name in ("http_port", "metrics_port"):
+        port = getattr(settings, name)
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"setting {name}: must be a TCP port, 0 to 65535")
     return settings
 
 
-__all__ = ["FAMILIES", "ConfigError", "Settings", "load_settings"]
+__all__ = ["FAMILIES", "SECRET_FIELDS", "ConfigError", "Settings", "load_settings"]

@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from learnstream.config import ConfigError, Settings
+from learnstream.secret import reveal
 from learnstream.topics import all_specs, default_replication, min_insync, prefixed
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     if settings.security_protocol.startswith("SASL"):
         kwargs["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
         kwargs["sasl_plain_username"] = settings.sasl_username
-        kwargs["sasl_plain_password"] = settings.sasl_password
+        kwargs["sasl_plain_password"] = reveal(settings.sasl_password)
     return kwargs
 
 
@@ -150,11 +151,14 @@ def _warn_about_layout(described: list[dict[str, Any]], specs: dict[str, Any], r
 
 
 async def topic_partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
-    """The partitions of existing topics (names without prefix); missing topics have none."""
+    """The partitions of existing topics (names without prefix); missing topics have none, and stay missing."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics([prefixed(settings, t) for t in topics])
+        # Described by name, a missing topic would be auto-created by a broker that allows it: a read must not.
+        existing = set(await admin.list_topics())
+        names = [name for name in (prefixed(settings, t) for t in topics) if name in existing]
+        described = await admin.describe_topics(names) if names else []
     finally:
         await admin.close()
     return [TopicPartition(d["topic"], p["partition"]) for d in described if d["error_code"] == 0

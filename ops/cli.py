@@ -1,4 +1,4 @@
-"""The `learnstream` command (DESIGN.md, "Command line")."""
+"""The `learnstream` command (docs/ARCHITECTURE.md, "Command line")."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from learnstream.config import FAMILIES, ConfigError, Settings, load_settings
-from learnstream.extras import REPORT, MissingPackages
-from ops.broker import BrokerError, LocalBroker, broker_command
+from learnstream.extras import REPORT
+from ops.broker import LocalBroker, broker_command
+from ops.cli_errors import CommandError, package_version, run_command
 from ops.logs import setup_logging
 
 log = logging.getLogger("learnstream")
@@ -103,7 +104,7 @@ def cmd_anonymize(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.privacy import Anonymizer
 
     if settings.pseudonym_key:
-        key = settings.pseudonym_key.encode()
+        key = settings.pseudonym_key.reveal().encode()
     else:
         key = secrets.token_bytes(32)
         print("learnstream anonymize: no LEARNSTREAM_PSEUDONYM_KEY; using a random key for this run "
@@ -166,12 +167,15 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from consumers import dlq
     from consumers.store_writer import DLQ_TOPICS
+    from learnstream import kafka
 
     settings = _with_bootstrap(settings, start_local=False)
     names = [args.topic] if args.topic else list(DLQ_TOPICS)
     names = [n if n.endswith(".dlq") else f"{n}.dlq" for n in names]
 
     async def main() -> int:
+        if args.topic and not await kafka.topic_partitions(settings, names):
+            raise CommandError(f"unknown topic {names[0]} (the DLQs: {', '.join(DLQ_TOPICS)})")
         total = 0
         for name in names:
             if args.action == "list":
@@ -218,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learnstream", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (or LEARNSTREAM_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("broker", help="the local Apache Kafka (one node, or a cluster with --nodes)")
@@ -277,16 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.config)
-        setup_logging(verbose=args.verbose, json_logs=settings.json_logs)
-        return args.func(settings, args)
-    except (ConfigError, BrokerError, MissingPackages, ValueError) as exc:
-        print(f"learnstream: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    args = build_parser().parse_args(argv)  # usage errors: argparse's message and exit code 2
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    setup_logging(verbose=args.verbose, json_logs=settings.json_logs)
+    return args.func(settings, args)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,18 @@ async def _demo(settings: Settings) -> None:
 def run_demo(settings: Settings) -> int:
     TRAINING["chat"].require()  # the demo shows training runs: without the ml extra it would wait for one forever
     broker = LocalBroker(settings.broker_dir)
+    # The demo stops what it started: a broker that was already running (or a cluster) is left as it was.
+    started_broker = not settings.bootstrap_servers and broker.status() is None
     bootstrap = settings.bootstrap_servers or broker.start()
+    try:
+        return _run_demo(settings, bootstrap)
+    finally:
+        if started_broker:
+            broker.stop()
+            _say("Stopped the broker the demo started.")
+
+
+def _run_demo(settings: Settings, bootstrap: str) -> int:
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     settings = dataclasses.replace(
@@ -98,7 +109,7 @@ def run_demo(settings: Settings) -> int:
         chat_threshold=HALF,
         http_port=free_port(),
     )
-    _say(f"Kafka at {bootstrap}; state in {demo_dir}; serving on http://127.0.0.1:{settings.http_port}")
+    _say(f"Kafka at {bootstrap}; state in {demo_dir}; serving on http://{settings.http_host}:{settings.http_port}")
     asyncio.run(_demo(settings))
     _say("Done. `learnstream up` runs the same services until stopped.")
     return 0

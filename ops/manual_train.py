@@ -25,8 +25,8 @@ from trainer.service import finish_run
 
 async def _hand_over(settings: Settings, family: str, *, from_scratch: bool) -> None:
     producer = kafka.producer(settings)
-    await producer.start()
     try:
+        await producer.start()
         request = {"schema": "training.request.v1", "event_id": new_event_id(), "ts": utc_now(),
                    "family": family, "from_scratch": from_scratch}
         await producer.send_and_wait(topics.prefixed(settings, topics.TRAINING_REQUESTS), orjson.dumps(request),
@@ -42,8 +42,8 @@ async def _watermark(settings: Settings, family: str) -> int:
 
 async def _announce(settings: Settings, result: dict) -> None:
     producer = kafka.producer(settings)
-    await producer.start()
     try:
+        await producer.start()
         await finish_run(settings, producer, result)
     finally:
         await producer.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 
 import orjson
 
@@ -34,13 +35,13 @@ def rollback_model(settings: Settings, family: str, number: int) -> int:
         with registry.writer_lock(wait=True):
             event = rollback(registry, family, number)
     except RegistryError as exc:
-        print(f"learnstream: {exc}")
+        print(f"learnstream: {exc}", file=sys.stderr)
         return 1
 
     async def publish() -> None:
         producer = kafka.producer(settings)
-        await producer.start()
         try:
+            await producer.start()
             await producer.send_and_wait(topics.prefixed(settings, topics.MODEL_UPDATED), orjson.dumps(event),
                                          key=family.encode())
         finally:

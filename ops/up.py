@@ -86,11 +86,11 @@ class Pipeline:
                     temperature=settings.chat_temperature, top_p=settings.chat_top_p, top_k=settings.chat_top_k,
                     repetition_penalty=settings.chat_repetition_penalty))
                 await self.serving.start()
-                self._runner = await run_http(self.serving.app, port=self.http_port)
-                log.info("serving on http://127.0.0.1:%d", self.http_port)
+                self._runner = await run_http(self.serving.app, host=settings.http_host, port=self.http_port)
+                log.info("serving on http://%s:%d", settings.http_host, self.http_port)
             elif settings.metrics_port is not None:
-                self._runner = await run_http(metrics_app(), port=settings.metrics_port)
-                log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+                self._runner = await run_http(metrics_app(), host=settings.http_host, port=settings.metrics_port)
+                log.info("metrics on http://%s:%d/metrics", settings.http_host, settings.metrics_port)
         except BaseException:
             await self.stop()
             raise

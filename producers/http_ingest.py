@@ -27,6 +27,9 @@ def _lines(body: bytes) -> list[bytes]:
 def events_handler(events: EventProducer, *, max_event_bytes: int):
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
+        if not body.strip():
+            raise web.HTTPBadRequest(text=orjson.dumps({"error": "the body is empty: send one JSON event or JSON "
+                                                                  "lines"}).decode(), content_type="application/json")
         if len(body) > MAX_BODY_BYTES:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(body))
         report = await produce_lines(events, _lines(body), kind=None, max_bytes=max_event_bytes)

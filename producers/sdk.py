@@ -41,7 +41,11 @@ class EventProducer:
         self._producer = kafka.producer(settings)
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a producer that never connected is still closed: no "Unclosed" warning
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()

@@ -1,4 +1,4 @@
-"""The event schemas as data: which fields, which types, which are required (see DESIGN.md, "Events")."""
+"""The event schemas as data: which fields, which types, which are required (see docs/ARCHITECTURE.md, "Events")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The serving role: an aiohttp app with a hot-swappable model per family (routes in DESIGN.md, "HTTP")."""
+"""The serving role: an aiohttp app with a hot-swappable model per family (routes in docs/ARCHITECTURE.md, "HTTP")."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
 from learnstream.pii.redaction import RequestRedactor
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import Registry, RegistryError, Version, rollback
+from learnstream.secret import reveal
 from learnstream.store import Store
-from producers.http_ingest import events_handler
+from producers.http_ingest import MAX_BODY_BYTES, events_handler
 from producers.sdk import EventProducer
 from schemas import new_event_id, utc_now
-from serving import auth, safety
+from serving import auth, limits, safety
 from serving.backends import (BackendError, ChatRouter, LocalBackend, RemoteBackend, RemoteSettings,
                               RouterSettings)
 from serving.chat_model import ChatModelLoader
@@ -33,11 +34,16 @@ from serving.updates import ModelUpdates
 
 log = logging.getLogger(__name__)
 
+# Request body limits by route; the rest (small JSON commands) get DEFAULT_BODY_LIMIT. Events may carry an image
+# embedding up to max_event_bytes, which the ingest handler checks itself (its DLQ keeps the oversized ones).
+BODY_LIMITS = {"/api/events": MAX_BODY_BYTES, "/api/chat": 64 * 1024, "/api/images/enhance": 1024 * 1024}
+DEFAULT_BODY_LIMIT = 16 * 1024
+
 
 def remote_backend(settings: Settings) -> RemoteBackend | None:
     if not settings.remote_url:
         return None
-    return RemoteBackend(settings=RemoteSettings(base_url=settings.remote_url, api_key=settings.remote_api_key or "",
+    return RemoteBackend(settings=RemoteSettings(base_url=settings.remote_url, api_key=reveal(settings.remote_api_key) or "",
                                                  model=settings.remote_model,
                                                  timeout_seconds=settings.remote_timeout_s),
                          redactor=RequestRedactor(ner_model=settings.ner_model or None))
@@ -80,7 +86,7 @@ class Serving:
         local = None if local_chat_unavailable is not None else LocalBackend(generate=self._generate_local)
         self.router = ChatRouter(settings=router_settings(settings), local=local, remote=self.remote,
                                  registry=self.metrics_registry)
-        self.tokens = auth.parse_tokens(settings.api_tokens)
+        self.tokens = auth.parse_tokens(settings.api_tokens.reveal())
         self._updates_task: asyncio.Task | None = None
         self.app = self._build_app()
 
@@ -113,26 +119,29 @@ class Serving:
         await self.stop()
 
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=BODY_LIMITS["/api/events"], middlewares=[
+            limits.json_errors, limits.concurrency_limit(self.settings.http_max_concurrent),
+            limits.body_limits(BODY_LIMITS, default=DEFAULT_BODY_LIMIT)])
         app.add_routes([
             web.post("/api/events", self._guard("app", events_handler(self.events,
                                                                     max_event_bytes=self.settings.max_event_bytes))),
             web.post("/api/chat", self._guard("app", self.chat)),
-            web.get("/api/ai/training-status", self.status),
+            web.get("/api/ai/training-status", self._guard("clinician", self.status, open_without_tokens=True)),
             web.post("/api/ai/trigger-training", self._guard("clinician", self.trigger_training)),
             web.post("/api/models/{family}/rollback", self._guard("admin", self.rollback)),
-            web.post("/api/images/enhance", self.image_enhance),
-            web.get("/api/images/search", self.image_search),
-            web.get("/api/images/people", self.image_people),
-            web.get("/metrics", self.metrics),
+            web.post("/api/images/enhance", self._guard("app", self.image_enhance)),
+            web.get("/api/images/search", self._guard("app", self.image_search)),
+            web.get("/api/images/people", self._guard("app", self.image_people)),
+            web.get("/metrics", self._guard("admin", self.metrics, open_without_tokens=True)),
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
         ])
         return app
 
-    def _guard(self, role: str, handler):
+    def _guard(self, role: str, handler, *, open_without_tokens: bool = False):
         async def guarded(request: web.Request) -> web.StreamResponse:
-            auth.check(request, role, tokens=self.tokens, dev=self.settings.dev)
+            auth.check(request, role, tokens=self.tokens, dev=self.settings.dev,
+                       open_without_tokens=open_without_tokens)
             return await handler(request)
 
         return guarded
@@ -230,13 +239,22 @@ class Serving:
 
     # ---- images --------------------------------------------------------------------------------------------
 
-    async def _image_model(self) -> tuple[ImageModel, int | None]:
-        """The served image model, with erased owners' images hidden at once (the next run drops them)."""
+    async def _image_model(self, request: web.Request | None = None) -> tuple[ImageModel, int | None]:
+        """The served image model, with erased owners' images hidden at once (the next run drops them).
+
+        With a request: only the images of the owner it names (?user_id=); required when tokens are set, and
+        without tokens an omitted owner means every owner (a private network).
+        """
         served = self.holders["image"].current
-        if served is None:
-            return ImageModel.empty(), None
-        erased = await self.store.erased_owners()
-        return (served.model.without_owners(erased) if erased else served.model), served.version
+        model, version = (ImageModel.empty(), None) if served is None else (served.model, served.version)
+        if request is not None:
+            owner = request.query.get("user_id", "")
+            if owner.strip():
+                model = model.only_owner(pseudonym(self.key, "user", owner))
+            elif self.tokens:
+                raise _bad_request("user_id is required: images answer for the owner a caller names")
+        erased = await self.store.erased_owners() if served is not None else set()
+        return (model.without_owners(erased) if erased else model), version
 
     async def image_enhance(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -261,11 +279,11 @@ class Serving:
             limit = max(1, min(int(request.query.get("limit", "20")), 200))
         except ValueError:
             raise _bad_request("limit must be an integer") from None
-        model, _ = await self._image_model()
+        model, _ = await self._image_model(request)
         return web.json_response(model.search(q, limit))
 
     async def image_people(self, request: web.Request) -> web.Response:
-        model, _ = await self._image_model()
+        model, _ = await self._image_model(request)
         return web.json_response({"people": model.people()})
 
     # ---- operations ----------------------------------------------------------------------------------------
@@ -290,8 +308,10 @@ class Serving:
 
 async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
     raw = await request.read()
-    if not raw and optional:
-        return {}
+    if not raw.strip():
+        if optional:
+            return {}
+        raise _bad_request("the body is empty; this route needs a JSON object")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -316,7 +336,7 @@ def metrics_app() -> web.Application:
     return app
 
 
-async def run_http(app: web.Application, *, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+async def run_http(app: web.Application, *, host: str, port: int) -> web.AppRunner:
     """Start serving an app over HTTP on the port; the caller cleans up the returned runner."""
     runner = web.AppRunner(app, access_log=None)  # access logs would carry session ids in URLs/bodies
     await runner.setup()

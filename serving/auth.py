@@ -3,18 +3,24 @@
 A presented token is compared with every configured one, without stopping at a match, by hmac.compare_digest
 on SHA-256 digests (equal lengths, so not even a token's length leaks through timing).
 
+Roles nest: app (chat, events, images for the owner it names) < clinician (+ trigger training, training
+status, safety clear) < admin (+ rollback, /metrics). A token of a higher role passes every lower role's check.
+
 Without configured tokens the seed apps keep working on a private network, as the design says: the app endpoints
-(/api/chat, /api/events) are open, and clinician and admin endpoints answer 403 unless
-LEARNSTREAM_DEV=1. Tokens never appear in error messages or logs.
+are open, and clinician and admin endpoints answer 403 unless LEARNSTREAM_DEV=1. Tokens never appear in error
+messages or logs. Error bodies are JSON: {"error": reason}.
 """
 
 import hashlib
 import hmac
 from collections.abc import Mapping
 
+import orjson
 from aiohttp import web
 
-ROLES = frozenset({"app", "clinician", "admin"})
+# Each role includes the ones before it.
+RANKS = {"app": 0, "clinician": 1, "admin": 2}
+ROLES = frozenset(RANKS)
 
 
 def parse_tokens(spec: str) -> dict[str, str]:
@@ -49,21 +55,28 @@ def role_of(request_headers: Mapping[str, str], tokens: Mapping[str, str]) -> st
     return found
 
 
-def check(request: web.Request, role: str, *, tokens: Mapping[str, str], dev: bool) -> str | None:
+def check(request: web.Request, role: str, *, tokens: Mapping[str, str], dev: bool,
+          open_without_tokens: bool = False) -> str | None:
     """Admit the request to an endpoint for `role`: the caller's role, or None when the endpoint is open.
 
     Raises web.HTTPUnauthorized (no or unknown token) or web.HTTPForbidden (another role). Without tokens,
-    app endpoints are open; the others are open only in dev mode (LEARNSTREAM_DEV=1).
+    app endpoints (and read-only ones marked open_without_tokens: training status, /metrics) are open; the
+    others are open only in dev mode (LEARNSTREAM_DEV=1).
     """
     if role not in ROLES:
         raise ValueError(f"roles must be among {sorted(ROLES)}")
     if not tokens:
-        if role == "app" or dev:
+        if role == "app" or dev or open_without_tokens:
             return None
-        raise web.HTTPForbidden(text="this endpoint needs LEARNSTREAM_API_TOKENS to be configured")
+        raise web.HTTPForbidden(**_json_error("this endpoint needs LEARNSTREAM_API_TOKENS to be configured"))
     caller = role_of(request.headers, tokens)
     if caller is None:
-        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="learnstream"'})
-    if caller != role:
-        raise web.HTTPForbidden(text=f"this endpoint needs the {role} role")
+        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="learnstream"'},
+                                   **_json_error("a bearer token is required"))
+    if RANKS[caller] < RANKS[role]:
+        raise web.HTTPForbidden(**_json_error(f"this endpoint needs the {role} role or above"))
     return caller
+
+
+def _json_error(reason: str) -> dict[str, str]:
+    return {"text": orjson.dumps({"error": reason}).decode(), "content_type": "application/json"}

@@ -101,7 +101,7 @@ class ModelHolder:
             loop = asyncio.get_running_loop()
             try:
                 model = await loop.run_in_executor(self._loader, self._verified_load, number, manifest_sha256)
-            except Exception as exc:  # whatever goes wrong, the served model stays (DESIGN.md, "Model registry")
+            except Exception as exc:  # whatever goes wrong, the served model stays (docs/ARCHITECTURE.md, "Models")
                 SWAPS.labels(family=self.family, result="failed").inc()
                 log.error("%s: version %d not swapped in (%s); still serving version %s",
                           self.family, number, exc, self.version)

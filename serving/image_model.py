@@ -185,6 +185,10 @@ class ImageModel:
         return ImageModel(tagger=self.tagger, patterns=self.patterns, synonyms=self.synonyms, persons=self._persons,
                           index=self._index, report=self.report, hidden_owners=hidden)
 
+    def only_owner(self, owner_pseudonym: str) -> "ImageModel":
+        """The same model showing one owner's images only: what a caller naming that owner may see."""
+        return self.without_owners({image["owner"] for image in self._index.images} - {owner_pseudonym})
+
     # --- enhance -------------------------------------------------------------------------------------------------
     def enhance(self, *, caption: str | None = None, tags: list[str] | None = None,
                 embedding: list[float] | None = None, limit: int = 10) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from learnstream.config import Settings
+from learnstream.secret import reveal
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 30
@@ -21,7 +22,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes the CLI load exactly these settings (it reads every LEARNSTREAM_<FIELD>)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
+        value = reveal(getattr(settings, field.name))
         if value is not None:
             env[f"LEARNSTREAM_{field.name.upper()}"] = str(int(value) if isinstance(value, bool) else value)
     return env

@@ -204,6 +204,15 @@ def test_erased_owner_leaves_search_and_people_at_once_and_the_model_at_the_next
                for path in tmp_path.iterdir() for image_id in their_images)
 
 
+def test_an_owner_never_sees_another_owners_images(versions: Versions) -> None:
+    model = ImageModel.load(versions.second)
+    owners = sorted({s["owner"] for s in versions.samples})[:3]
+    for owner in owners:
+        theirs = {s["image_id"] for s in versions.samples if s["owner"] == owner}
+        seen = model.only_owner(owner)
+        assert (_found_by_search(seen) | _in_people(seen)) <= theirs and _found_by_search(seen)
+
+
 def _found_by_search(model: ImageModel) -> set[str]:
     return {r["image_id"] for category in ("vehicles", "portrait", "pets", "food")
             for r in model.search(category, limit=1000)["results"]}

@@ -107,28 +107,41 @@ async def chat(client: TestClient, message: str, *, session: str = "s-1", user: 
 # ---- roles ---------------------------------------------------------------------------------------------------
 
 
+RANK = {"app": 0, "clinician": 1, "admin": 2}
+
+
 async def test_with_tokens_every_endpoint_needs_its_role(serve: Serve) -> None:
+    """Anonymous callers get 401 everywhere but health; roles nest (app < clinician < admin); errors are JSON."""
     client, _ = await serve(api_tokens=TOKEN_SPEC)
     chat_body = {"session_id": "s-1", "message": ROUTINE}
-    cases = [  # path, body, caller's role (None: no token), expected status
-        *[("/api/ai/trigger-training", {}, role, status)
-          for role, status in ((None, 401), ("app", 403), ("admin", 403), ("clinician", 202))],
-        *[("/api/models/chat/rollback", {"version": 0}, role, status)
-          for role, status in ((None, 401), ("app", 403), ("clinician", 403), ("admin", 200))],
-        *[("/api/chat", chat_body, role, status)
-          for role, status in ((None, 401), ("clinician", 403), ("admin", 403), ("app", 200))],
-        *[("/api/events", chat_event(), role, status)
-          for role, status in ((None, 401), ("clinician", 403), ("admin", 403), ("app", 202))],
+    routes = [  # method, path, body, the least role, its success status
+        ("GET", "/api/ai/training-status", None, "clinician", 200),
+        ("POST", "/api/ai/trigger-training", {}, "clinician", 202),
+        ("POST", "/api/models/chat/rollback", {"version": 0}, "admin", 200),
+        ("GET", "/metrics", None, "admin", 200),
+        ("POST", "/api/chat", chat_body, "app", 200),
+        ("POST", "/api/events", chat_event(), "app", 202),
+        ("POST", "/api/images/enhance", {"caption": "a red dress"}, "app", 200),
+        ("GET", "/api/images/search?q=dress&user_id=u-1", None, "app", 200),
+        ("GET", "/api/images/people?user_id=u-1", None, "app", 200),
     ]
-    for path, body, role, status in cases:
-        response = await client.post(path, json=body, headers=bearer(role))
-        text = await response.text()
-        assert response.status == status, (path, role, text)
-        assert not any(token in text for token in TOKENS.values())
-        if status == 401:
-            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for method, path, body, least, success in routes:
+        for role in (None, *RANK):
+            response = await client.request(method, path, json=body, headers=bearer(role))
+            text = await response.text()
+            expected = 401 if role is None else success if RANK[role] >= RANK[least] else 403
+            assert response.status == expected, (path, role, text)
+            assert not any(token in text for token in TOKENS.values())
+            if expected in (401, 403):
+                assert "error" in await response.json()
+            if expected == 401:
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for path in ("/healthz", "/readyz"):
+        assert (await client.get(path)).status in (200, 503)
     unknown = await client.post("/api/ai/trigger-training", json={}, headers={"Authorization": "Bearer guess"})
     assert unknown.status == 401
+    no_owner = await client.get("/api/images/search?q=dress", headers=bearer("app"))
+    assert no_owner.status == 400 and "user_id" in (await no_owner.json())["error"]
 
 
 @pytest.mark.parametrize("dev", [False, True])

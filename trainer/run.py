@@ -24,6 +24,7 @@ from learnstream.config import Settings
 from learnstream.extras import TRAINING
 from learnstream.keystore import KeyStore
 from learnstream.registry import Registry, Version
+from learnstream.secret import reveal
 from learnstream.store import Store
 from schemas import utc_now
 from trainer.datasets import chat_dialogues, image_samples
@@ -188,7 +189,8 @@ def _train_image(settings: Settings, parent: Version, samples, *, after: int, ou
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.run")
-    parser.add_argument("--settings", required=True, help="Settings as JSON (the parent's exact settings)")
+    parser.add_argument("--settings-on-stdin", action="store_true", required=True,
+                        help="read the parent's exact settings as one JSON line on stdin (never argv: secrets)")
     parser.add_argument("--family", required=True, choices=("chat", "image"))
     parser.add_argument("--after", type=int, required=True)
     parser.add_argument("--up-to", type=int, required=True)
@@ -198,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                              "behind to commit a version nobody announces")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s trainer.run %(message)s")
+    settings = settings_from_json(_read_line(sys.stdin.fileno()))
     if args.exit_with_parent:
         threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
-    settings = settings_from_json(args.settings)
 
     def report(step: dict[str, Any]) -> None:
         # Progress lines on stdout let the parent update its metrics while the run goes on.
@@ -212,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _read_line(fd: int) -> str:
+    # Byte by byte from the raw descriptor: nothing after the line may sit in a buffer the stdin watcher misses.
+    line = bytearray()
+    while (byte := os.read(fd, 1)) and byte != b"\n":
+        line += byte
+    return line.decode()
+
+
 def _exit_when_stdin_closes() -> None:
     # The raw descriptor, not sys.stdin: a thread blocked in the buffered reader would hold its lock at shutdown.
     while os.read(sys.stdin.fileno(), 4096):
@@ -221,8 +231,13 @@ def _exit_when_stdin_closes() -> None:
 
 def settings_to_json(settings: Settings) -> str:
     """Paths are made absolute: the child process may run in another working directory."""
-    return json.dumps({k: (str(v.resolve()) if isinstance(v, Path) else v)
-                       for k, v in dataclasses.asdict(settings).items()})
+    return json.dumps({f.name: _plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value.resolve())
+    return reveal(value)
 
 
 def settings_from_json(text: str) -> Settings:

@@ -75,12 +75,15 @@ async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dic
 async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
                     on_progress=None) -> dict[str, Any]:
     """Run trainer.run in a child process; returns its result or raises RuntimeError with its stderr tail."""
-    args = [sys.executable, "-m", "trainer.run", "--settings", settings_to_json(settings), "--family", family,
+    args = [sys.executable, "-m", "trainer.run", "--settings-on-stdin", "--family", family,
             "--after", str(after), "--up-to", str(up_to), "--exit-with-parent"]
     args += ["--from-scratch"] if from_scratch else []
-    # stdin stays open, unused, for the child's lifetime: it closes when this process dies, however it dies.
+    # The settings (secrets included) go down stdin, never argv, which any local user reads in `ps`. stdin then
+    # stays open for the child's lifetime: it closes when this process dies, however it dies.
     child = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    child.stdin.write(settings_to_json(settings).encode() + b"\n")
+    await child.stdin.drain()
     stderr_task = asyncio.create_task(child.stderr.read())
     result = None
     try:
