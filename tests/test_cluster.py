@@ -1,0 +1,106 @@
+"""A local 3-node cluster: the CLI's view of it, the topics `up` creates on it, and kill -9 of partition leaders
+mid-stream with 0 lost and 0 duplicated as the bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from learnstream import kafka, topics
+from learnstream.config import Settings
+from ops.broker import LocalBroker, broker_command
+from tests.procs import RoleProcess
+from tests.test_faults import DRAIN_TIMEOUT_S, Stream, assert_exactly_once, produce, shares, wait_drained
+from tests.test_pipeline import stored, stored_at_least, wait_for
+
+pytestmark = pytest.mark.kafka
+
+NODES = 3
+# Three JVMs starting together on a small shared box: each may take long.
+START_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    broker = LocalBroker(tmp_path_factory.mktemp("cluster"))
+    broker.start(nodes=NODES, timeout=START_TIMEOUT_S)
+    yield broker
+    broker.stop()
+
+
+async def leader_of(settings: Settings, topic: str, partition: int = 0) -> int:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(settings))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topics.prefixed(settings, topic)])
+    finally:
+        await admin.close()
+    return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+
+
+def kill_node(broker: LocalBroker, node_id: int) -> None:
+    """kill -9: no controlled shutdown, no leadership handed over."""
+    [node] = [n for n in broker.nodes() if n["id"] == node_id]
+    os.kill(node["pid"], signal.SIGKILL)
+    for _ in range(100):
+        if not next(n for n in broker.nodes() if n["id"] == node_id)["running"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {node_id} survived SIGKILL")
+
+
+def test_status_json_names_every_node(cluster: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    assert broker_command("status", cluster.data_dir, as_json=True) == 0
+    nodes = json.loads(capsys.readouterr().out)["nodes"]
+
+    assert [n["id"] for n in nodes] == [1, 2, 3] and all(n["running"] and n["pid"] for n in nodes)
+    assert ",".join(n["address"] for n in nodes) == cluster.bootstrap
+
+
+async def test_topics_get_three_replicas_and_two_in_sync(cluster: LocalBroker, make_settings) -> None:
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None)
+    await kafka.ensure_topics(settings)
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(settings))
+    await admin.start()
+    try:
+        name = topics.prefixed(settings, topics.raw("chat"))
+        [described] = await admin.describe_topics([name])
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+
+    assert {len(p["replicas"]) for p in described["partitions"]} == {3}
+    assert configs["min.insync.replicas"] == "2"
+
+
+async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(cluster, make_settings, tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+    await kafka.ensure_topics(settings)
+    stream = Stream.make(1200, tag="leader")
+    role = RoleProcess(settings, "anonymizer,store", log_path=tmp_path / "roles.log")
+    role.start()
+    try:
+        # First the leader of a raw partition, then (once the cluster is whole again) the leader of an anon one.
+        for share, topic in zip(shares(stream.records(), 2), (topics.raw("chat"), topics.anon("chat"))):
+            before = await stored(settings)
+            producing = asyncio.create_task(produce(settings, share, per_second=100))
+            await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
+            victim = await leader_of(settings, topic)
+            await asyncio.to_thread(kill_node, cluster, victim)
+            await asyncio.sleep(3)  # the stream goes on without it for a while
+            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)  # restarts only the killed node
+            await producing
+        await wait_drained(settings, stream, processes=[role])
+        assert role.alive, "the consumers did not ride through the leader changes"
+        await assert_exactly_once(settings, stream)  # its DLQ holds the stream's broken records, nothing more
+    finally:
+        role.stop()
