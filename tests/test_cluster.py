@@ -17,7 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from learnstream import kafka, topics
 from learnstream.config import Settings
 from ops.broker import LocalBroker, broker_command
-from tests.procs import RoleProcess
+from tests.procs import RoleProcess, run_cli
 from tests.test_faults import DRAIN_TIMEOUT_S, Stream, assert_exactly_once, produce, shares, wait_drained
 from tests.test_pipeline import stored, stored_at_least, wait_for
 
@@ -104,3 +104,27 @@ async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(clust
         await assert_exactly_once(settings, stream)  # its DLQ holds the stream's broken records, nothing more
     finally:
         role.stop()
+
+
+async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalBroker, make_settings) -> None:
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+    await kafka.ensure_topics(settings)
+    stream = Stream.make(60, tag="lag")
+    await produce(settings, stream.records(), per_second=None)
+    reader = kafka.consumer(settings, topics.raw("chat"), group_id="lag-probe")
+    await reader.start()
+    try:
+        await reader.getmany(timeout_ms=5000, max_records=1)
+        await reader.commit()
+    finally:
+        await reader.stop()
+
+    listed = json.loads(run_cli(settings, "topics", "--json").stdout)["topics"]
+    lag = json.loads(run_cli(settings, "lag", "--json").stdout)["lag"]
+
+    raw = next(t for t in listed if t["topic"] == topics.prefixed(settings, topics.raw("chat")))
+    assert (raw["partitions"], raw["replication"], raw["in_sync"], raw["min_insync"]) == (2, 3, 3, 2)
+    probe = [row for row in lag if row["group"] == topics.prefixed(settings, "lag-probe")]
+    assert probe and sum(row["end"] for row in probe) == len(stream.records())
+    assert 0 < sum(row["lag"] for row in probe) < len(stream.records())
+    assert "min_insync" in run_cli(settings, "topics").stdout.splitlines()[0]
