@@ -128,3 +128,27 @@ async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalB
     assert probe and sum(row["end"] for row in probe) == len(stream.records())
     assert 0 < sum(row["lag"] for row in probe) < len(stream.records())
     assert "min_insync" in run_cli(settings, "topics").stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+async def test_a_standby_trainer_takes_over_when_the_active_one_is_killed(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()  # the session's broker: this is about the trainer's lifetime lock
+    await kafka.ensure_topics(settings)
+    active = RoleProcess(settings, "trainer", log_path=tmp_path / "active.log")
+    standby = RoleProcess(settings, "trainer", log_path=tmp_path / "standby.log")
+    active.start()
+    try:
+        await wait_for(lambda: _logged(active, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
+        standby.start()
+        await wait_for(lambda: _logged(standby, "standing by"), timeout=START_TIMEOUT_S, every=0.5)
+        active.kill()
+        await wait_for(lambda: _logged(standby, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
+        assert "taking over" in standby.log_tail(200) and standby.alive
+    finally:
+        standby.stop()
+        active.stop()
+
+
+async def _logged(process: RoleProcess, text: str) -> bool:
+    assert process.alive, process.log_tail()
+    return text in process.log_tail(200)
