@@ -82,28 +82,53 @@ async def test_topics_get_three_replicas_and_two_in_sync(cluster: LocalBroker, m
     assert configs["min.insync.replicas"] == "2"
 
 
-async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(cluster, make_settings, tmp_path: Path):
-    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+async def ride_through(cluster: LocalBroker, settings: Settings, stream: Stream, faults, log_path: Path) -> None:
+    """Stream into an anonymizer+store process, one share of the events before each fault (an async callable that
+    takes a node away and brings it back), then check every event is stored exactly once."""
     await kafka.ensure_topics(settings)
-    stream = Stream.make(1200, tag="leader")
-    role = RoleProcess(settings, "anonymizer,store", log_path=tmp_path / "roles.log")
+    role = RoleProcess(settings, "anonymizer,store", log_path=log_path)
     role.start()
     try:
-        # First the leader of a raw partition, then (once the cluster is whole again) the leader of an anon one.
-        for share, topic in zip(shares(stream.records(), 2), (topics.raw("chat"), topics.anon("chat"))):
+        for share, fault in zip(shares(stream.records(), len(faults)), faults):
             before = await stored(settings)
             producing = asyncio.create_task(produce(settings, share, per_second=100))
             await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
-            victim = await leader_of(settings, topic)
-            await asyncio.to_thread(kill_node, cluster, victim)
-            await asyncio.sleep(3)  # the stream goes on without it for a while
-            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)  # restarts only the killed node
+            await fault()
             await producing
         await wait_drained(settings, stream, processes=[role])
         assert role.alive, "the consumers did not ride through the leader changes"
         await assert_exactly_once(settings, stream)  # its DLQ holds the stream's broken records, nothing more
     finally:
         role.stop()
+
+
+async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(cluster, make_settings, tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+
+    def kill_leader_of(topic: str):
+        async def fault() -> None:
+            await asyncio.to_thread(kill_node, cluster, await leader_of(settings, topic))
+            await asyncio.sleep(3)  # the stream goes on without it for a while
+            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)  # restarts only the killed node
+        return fault
+
+    # First the leader of a raw partition, then (once the cluster is whole again) the leader of an anon one.
+    faults = [kill_leader_of(topics.raw("chat")), kill_leader_of(topics.anon("chat"))]
+    await ride_through(cluster, settings, Stream.make(1200, tag="leader"), faults, tmp_path / "roles.log")
+
+
+@pytest.mark.slow
+async def test_a_rolling_restart_of_every_node_loses_and_doubles_nothing(cluster, make_settings, tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+
+    def restart(node_id: int):
+        async def fault() -> None:
+            await asyncio.to_thread(cluster.stop, node=node_id)
+            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)
+        return fault
+
+    faults = [restart(node["id"]) for node in cluster.nodes()]
+    await ride_through(cluster, settings, Stream.make(1800, tag="rolling"), faults, tmp_path / "roles.log")
 
 
 async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalBroker, make_settings) -> None:
