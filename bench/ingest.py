@@ -1,6 +1,12 @@
 """Bench: ingestion throughput, raw -> anon -> store, against baselines measured in the same run.
 
     .venv/bin/python bench/ingest.py [--events 30000] [--store-events 300000] [--repeat 3] [--ner en_core_web_sm]
+    .venv/bin/python bench/ingest.py --nodes 3 [--events 30000] [--repeat 3]
+
+With --nodes N only ingest_1 is measured, on a single-node local broker and on a local N-node cluster (topics with
+replication min(3, N) and min.insync.replicas one less, as `up` makes them), in --repeat paired runs taking turns;
+nodes_vs_single is the median of the paired ratios (goal >= 0.7). A full run takes ~9 minutes; --nodes with a
+smaller --events (e.g. 3000) a few minutes, most of it starting role processes.
 
 Events per second of:
   anonymizer_alone  Anonymizer.process over the events in batches of 500, no Kafka, in a process of its own on one
@@ -56,6 +62,7 @@ import json
 import multiprocessing
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -360,6 +367,41 @@ async def run(args: argparse.Namespace, work: Path, bootstrap: str) -> dict:
     return results
 
 
+async def cluster_run(args: argparse.Namespace, work: Path, bootstraps: dict[str, str]) -> dict:
+    """ingest_1 on each broker of `bootstraps` ({name: bootstrap}), taking turns, --repeat times."""
+    base = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("LEARNSTREAM_")})
+    rates: dict[str, list[float]] = {name: [] for name in bootstraps}
+    for attempt in range(args.repeat):
+        for name, bootstrap in bootstraps.items():
+            settings = dataclasses.replace(base, bootstrap_servers=bootstrap, dev=True, partitions=PARTITIONS,
+                                           ner_model=args.ner, data_dir=work / f"{name}-{attempt}",
+                                           topic_prefix=f"bench{os.getpid()}.{name}-{attempt}.")
+            rates[name].append(await ingest_rate(settings, args.events, args.warmup, LAYOUTS["ingest_1"]))
+    return rates
+
+
+def cluster_main(args: argparse.Namespace) -> None:
+    single, cluster = "ingest_1_node", f"ingest_{args.nodes}_nodes"
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
+        brokers = {single: LocalBroker(Path(folder) / "single"), cluster: LocalBroker(Path(folder) / "cluster")}
+        try:
+            bootstraps = {single: brokers[single].start(),
+                          cluster: brokers[cluster].start(nodes=args.nodes, timeout=180)}
+            rates = asyncio.run(cluster_run(args, Path(folder), bootstraps))
+        finally:
+            for broker in brokers.values():
+                broker.stop()
+    paired = [c / s for s, c in zip(rates[single], rates[cluster])]
+    results = {"events": args.events, "nodes": args.nodes, **{name: statistics.median(r) for name, r in rates.items()},
+               "runs": {name: [round(r, 1) for r in runs] for name, runs in rates.items()}}
+    ratio = statistics.median(paired)
+    print(f"{single:>20}: {results[single]:,.1f}\n{cluster:>20}: {results[cluster]:,.1f}\n"
+          f"{'nodes_vs_single':>20}: {ratio:.3f} (median of {len(paired)} paired runs)")
+    print(json.dumps({**{k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
+                      "ratios": {"nodes_vs_single": round(ratio, 3), "paired": [round(r, 3) for r in paired]},
+                      "goals_met": {"nodes_vs_single": ratio >= 0.7}}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30000, help="events through the anonymizer (NER-bound)")
@@ -367,7 +409,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2000, help="events every measured anonymizer sees first")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     parser.add_argument("--ner", default="en_core_web_sm", help='spaCy model for names; "" for none')
+    parser.add_argument("--nodes", type=int, default=1, help="> 1: ingest_1 on a cluster of this many local nodes "
+                        "against a single node, median of --repeat paired runs, and nothing else")
     args = parser.parse_args()
+    if args.nodes > 1:
+        cluster_main(args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder, local_broker(Path(folder) / "broker") as bootstrap:
         results = asyncio.run(run(args, Path(folder), bootstrap))
     ratios = {

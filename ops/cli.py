@@ -146,6 +146,22 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return print_status(settings, as_json=args.json)
 
 
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.cluster_view import describe_topics, print_rows
+
+    rows = asyncio.run(describe_topics(_with_bootstrap(settings, start_local=False)))
+    print_rows(rows, as_json=args.json, key="topics")
+    return 0
+
+
+def cmd_lag(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.cluster_view import consumer_lag, print_rows
+
+    rows = asyncio.run(consumer_lag(_with_bootstrap(settings, start_local=False)))
+    print_rows(rows, as_json=args.json, key="lag")
+    return 0
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -253,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the training status")
     p.add_argument("--json", action="store_true", help="print /api/ai/training-status")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("topics", help="learnstream's topics: partitions, replication, in-sync replicas, retention")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("lag", help="consumer lag per group and partition")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lag)
 
     p = sub.add_parser("replay", help="rebuild the store from the *.anon topics")
     p.set_defaults(func=cmd_replay)

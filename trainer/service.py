@@ -33,7 +33,7 @@ from learnstream.metrics import (TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROG
                                  TRAINING_RUNS, TRAINING_SECONDS)
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
-from learnstream.training_state import TrainerState
+from learnstream.training_state import TrainerBusy, TrainerState
 from schemas import utc_now
 from trainer.run import ensure_base, run_result, settings_to_json
 
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_FAILURE_S = 10.0
 
 BROKER_RETRY_S = 2
+# A standby trainer (a second one on the data dir) asks this often whether the active one's lifetime lock is free.
+STANDBY_POLL_S = 1.0
 
 
 async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, event: dict[str, Any]) -> None:
@@ -118,8 +120,24 @@ class TrainerService:
         self._stopping = asyncio.Event()
         self._reported_missing: set[str] = set()  # families whose missing packages were logged and counted
 
+    async def _take_over_when_free(self) -> None:
+        """Hold the data dir's lifetime lock; while another trainer holds it, wait as its standby. The kernel frees
+        the lock when that process dies (kill -9 too), and the trainer state on the disk says where it got to."""
+        said = False
+        while True:
+            try:
+                self._lock.enter_context(self.state.running())
+                if said:
+                    log.info("the active trainer is gone: taking over")
+                return
+            except TrainerBusy:
+                if not said:
+                    log.info("another trainer is active on %s: standing by", self.settings.data_dir)
+                    said = True
+                await asyncio.sleep(STANDBY_POLL_S)
+
     async def start(self) -> None:
-        self._lock.enter_context(self.state.running())
+        await self._take_over_when_free()
         await self.store.start()
         await self._producer.start()
         for family in FAMILIES:

@@ -1,0 +1,179 @@
+"""A local 3-node cluster: the CLI's view of it, the topics `up` creates on it, and kill -9 of partition leaders
+mid-stream with 0 lost and 0 duplicated as the bar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from learnstream import kafka, topics
+from learnstream.config import Settings
+from ops.broker import LocalBroker, broker_command
+from tests.procs import RoleProcess, run_cli
+from tests.test_faults import DRAIN_TIMEOUT_S, Stream, assert_exactly_once, produce, shares, wait_drained
+from tests.test_pipeline import stored, stored_at_least, wait_for
+
+pytestmark = pytest.mark.kafka
+
+NODES = 3
+# Three JVMs starting together on a small shared box: each may take long.
+START_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    broker = LocalBroker(tmp_path_factory.mktemp("cluster"))
+    broker.start(nodes=NODES, timeout=START_TIMEOUT_S)
+    yield broker
+    broker.stop()
+
+
+async def leader_of(settings: Settings, topic: str, partition: int = 0) -> int:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(settings))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topics.prefixed(settings, topic)])
+    finally:
+        await admin.close()
+    return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+
+
+def kill_node(broker: LocalBroker, node_id: int) -> None:
+    """kill -9: no controlled shutdown, no leadership handed over."""
+    [node] = [n for n in broker.nodes() if n["id"] == node_id]
+    os.kill(node["pid"], signal.SIGKILL)
+    for _ in range(100):
+        if not next(n for n in broker.nodes() if n["id"] == node_id)["running"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {node_id} survived SIGKILL")
+
+
+def test_status_json_names_every_node(cluster: LocalBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    assert broker_command("status", cluster.data_dir, as_json=True) == 0
+    nodes = json.loads(capsys.readouterr().out)["nodes"]
+
+    assert [n["id"] for n in nodes] == [1, 2, 3] and all(n["running"] and n["pid"] for n in nodes)
+    assert ",".join(n["address"] for n in nodes) == cluster.bootstrap
+
+
+async def test_topics_get_three_replicas_and_two_in_sync(cluster: LocalBroker, make_settings) -> None:
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None)
+    await kafka.ensure_topics(settings)
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(settings))
+    await admin.start()
+    try:
+        name = topics.prefixed(settings, topics.raw("chat"))
+        [described] = await admin.describe_topics([name])
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+
+    assert {len(p["replicas"]) for p in described["partitions"]} == {3}
+    assert configs["min.insync.replicas"] == "2"
+
+
+async def ride_through(cluster: LocalBroker, settings: Settings, stream: Stream, faults, log_path: Path) -> None:
+    """Stream into an anonymizer+store process, one share of the events before each fault (an async callable that
+    takes a node away and brings it back), then check every event is stored exactly once."""
+    await kafka.ensure_topics(settings)
+    role = RoleProcess(settings, "anonymizer,store", log_path=log_path)
+    role.start()
+    try:
+        for share, fault in zip(shares(stream.records(), len(faults)), faults):
+            before = await stored(settings)
+            producing = asyncio.create_task(produce(settings, share, per_second=100))
+            await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
+            await fault()
+            await producing
+        await wait_drained(settings, stream, processes=[role])
+        assert role.alive, "the consumers did not ride through the leader changes"
+        await assert_exactly_once(settings, stream)  # its DLQ holds the stream's broken records, nothing more
+    finally:
+        role.stop()
+
+
+async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(cluster, make_settings, tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+
+    def kill_leader_of(topic: str):
+        async def fault() -> None:
+            await asyncio.to_thread(kill_node, cluster, await leader_of(settings, topic))
+            await asyncio.sleep(3)  # the stream goes on without it for a while
+            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)  # restarts only the killed node
+        return fault
+
+    # First the leader of a raw partition, then (once the cluster is whole again) the leader of an anon one.
+    faults = [kill_leader_of(topics.raw("chat")), kill_leader_of(topics.anon("chat"))]
+    await ride_through(cluster, settings, Stream.make(1200, tag="leader"), faults, tmp_path / "roles.log")
+
+
+@pytest.mark.slow
+async def test_a_rolling_restart_of_every_node_loses_and_doubles_nothing(cluster, make_settings, tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+
+    def restart(node_id: int):
+        async def fault() -> None:
+            await asyncio.to_thread(cluster.stop, node=node_id)
+            await asyncio.to_thread(cluster.start, timeout=START_TIMEOUT_S)
+        return fault
+
+    faults = [restart(node["id"]) for node in cluster.nodes()]
+    await ride_through(cluster, settings, Stream.make(1800, tag="rolling"), faults, tmp_path / "roles.log")
+
+
+async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalBroker, make_settings) -> None:
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+    await kafka.ensure_topics(settings)
+    stream = Stream.make(60, tag="lag")
+    await produce(settings, stream.records(), per_second=None)
+    reader = kafka.consumer(settings, topics.raw("chat"), group_id="lag-probe")
+    await reader.start()
+    try:
+        await reader.getmany(timeout_ms=5000, max_records=1)
+        await reader.commit()
+    finally:
+        await reader.stop()
+
+    listed = json.loads(run_cli(settings, "topics", "--json").stdout)["topics"]
+    lag = json.loads(run_cli(settings, "lag", "--json").stdout)["lag"]
+
+    raw = next(t for t in listed if t["topic"] == topics.prefixed(settings, topics.raw("chat")))
+    assert (raw["partitions"], raw["replication"], raw["in_sync"], raw["min_insync"]) == (2, 3, 3, 2)
+    probe = [row for row in lag if row["group"] == topics.prefixed(settings, "lag-probe")]
+    assert probe and sum(row["end"] for row in probe) == len(stream.records())
+    assert 0 < sum(row["lag"] for row in probe) < len(stream.records())
+    assert "min_insync" in run_cli(settings, "topics").stdout.splitlines()[0]
+
+
+@pytest.mark.slow
+async def test_a_standby_trainer_takes_over_when_the_active_one_is_killed(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()  # the session's broker: this is about the trainer's lifetime lock
+    await kafka.ensure_topics(settings)
+    active = RoleProcess(settings, "trainer", log_path=tmp_path / "active.log")
+    standby = RoleProcess(settings, "trainer", log_path=tmp_path / "standby.log")
+    active.start()
+    try:
+        await wait_for(lambda: _logged(active, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
+        standby.start()
+        await wait_for(lambda: _logged(standby, "standing by"), timeout=START_TIMEOUT_S, every=0.5)
+        active.kill()
+        await wait_for(lambda: _logged(standby, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
+        assert "taking over" in standby.log_tail(200) and standby.alive
+    finally:
+        standby.stop()
+        active.stop()
+
+
+async def _logged(process: RoleProcess, text: str) -> bool:
+    assert process.alive, process.log_tail()
+    return text in process.log_tail(200)
