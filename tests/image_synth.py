@@ -84,7 +84,7 @@ class SyntheticLibrary:
 class SyntheticWorld:
     def __init__(self, *, seed: int = 7, dim: int = 64, owners: int = 8, persons_per_owner: int = 2,
                  concept_strength: float = 1.0, noise: float = 0.8, face_noise: float = 0.35,
-                 ambiguity: float = 0.15) -> None:
+                 ambiguity: float = 0.15, synonym_share: float = 1.0) -> None:
         rng = np.random.default_rng(seed)
         self.dim = dim
         self.concept_strength = concept_strength  # how far an image's tag concepts move its embedding
@@ -94,6 +94,13 @@ class SyntheticWorld:
         self.centres = {category: _unit(rng.normal(size=dim)) for category in CATEGORIES}
         concepts = {concept[0]: concept for groups in CATEGORIES.values() for concept in groups}
         self.directions = {name: _unit(rng.normal(size=dim)) for name in concepts}
+        # Each name of a concept looks like the concept by synonym_share and like itself by the rest (1: synonyms'
+        # embeddings coincide; 0: they are unrelated). A separate generator keeps the draws above unchanged.
+        own = np.random.default_rng(seed + 1)
+        self.name_directions = {
+            name: _unit(synonym_share * self.directions[concept[0]]
+                        + np.sqrt(max(1 - synonym_share ** 2, 0.0)) * _unit(own.normal(size=dim)))
+            for concept in concepts.values() for name in concept}
         self.owners = [f"user-{index}" for index in range(owners)]
         self.person_centres = [_unit(rng.normal(size=dim)) for _ in range(owners * persons_per_owner)]
         self.persons_of = {owner: list(range(index * persons_per_owner, (index + 1) * persons_per_owner))
@@ -130,7 +137,7 @@ class SyntheticWorld:
         concepts = [CATEGORIES[category][i] for i in rng.choice(len(CATEGORIES[category]), 3, replace=False)]
         tags = [concept[rng.integers(len(concept))] for concept in concepts]
         embedding = self.centres[category] + self.concept_strength * sum(
-            self.directions[concept[0]] for concept in concepts) / np.sqrt(len(concepts))
+            self.name_directions[tag] for tag in tags) / np.sqrt(len(concepts))
         if rng.random() < self.ambiguity:
             embedding = embedding + 0.7 * self.centres[list(CATEGORIES)[rng.integers(len(CATEGORIES))]]
         embedding = _unit(embedding + rng.normal(size=self.dim) * self.noise / np.sqrt(self.dim))

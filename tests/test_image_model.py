@@ -137,6 +137,16 @@ def test_synonyms_from_co_occurrence_when_tags_do_not_show_in_embeddings(tmp_pat
     assert synonym_search_recall(ImageModel.load(tmp_path), library, world) >= 0.8
 
 
+def test_synonyms_whose_embeddings_do_not_coincide(tmp_path: Path) -> None:
+    """Each name of a concept mostly its own direction (as outside data may give it): the names people write one
+    or the other of are still synonyms."""
+    world = SyntheticWorld(synonym_share=0.3)
+    library = world.library(1500, seed=22)
+    train_image(parent_dir=None, out_dir=tmp_path, samples=anonymized_samples(library), new_ids=None,
+                hparams=ImageHParams(epochs_from_scratch=1))
+    assert synonym_search_recall(ImageModel.load(tmp_path), library, world) >= 0.8
+
+
 def test_people_pairwise_f1_with_consented_faces_only(versions: Versions) -> None:
     model = ImageModel.load(versions.second)
     assert people_pairwise_f1(model, FIRST + MORE) >= 0.9

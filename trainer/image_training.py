@@ -313,8 +313,8 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     """tag -> [[synonym, score]]. Two tags are synonyms when they keep the same company (the other tags and the
     categories they come with) and either
     * both visibly change how an image looks, in the same way (car and automobile; cat and dog look different), or
-    * the look cannot tell (no embeddings, or too few images) and they come together far less often than their
-      categories predict: people write one name or the other."""
+    * they come together far less often than their categories predict: people write one name or the other (also
+      when their looks differ: bench/images.py --synonym-share below 1)."""
     rows = [i for i in images if i["category"] and i["tags"]]
     counts = Counter(t for i in rows for t in set(i["tags"]))
     candidates = [t for t in tags if counts[t] >= hp.synonym_min_images]
@@ -330,10 +330,13 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     context, apart = _company(incidence, membership, hp)
     look, visible = _look_alike(rows, incidence, membership, hp)
     both_visible = visible[:, None] & visible[None, :]
-    same = (context >= hp.synonym_context) & np.where(both_visible, look >= hp.synonym_look,
-                                                      apart >= 1 - hp.synonym_together_ratio)
+    # Either evidence suffices: outside data need not give a synonym its twin's look (people who write "lorry"
+    # may photograph other trucks), but two names people write one or the other of are synonyms all the same.
+    looks_alike = both_visible & (look >= hp.synonym_look)
+    written_apart = apart >= 1 - hp.synonym_together_ratio
+    same = (context >= hp.synonym_context) & (looks_alike | written_apart)
     np.fill_diagonal(same, False)
-    score = (context + np.where(both_visible, look, apart)) / 2
+    score = (context + np.where(looks_alike, look, np.maximum(apart, 0))) / 2
     synonyms: dict[str, list[list[Any]]] = {}
     for a, b in zip(*np.nonzero(same)):
         synonyms.setdefault(candidates[a], []).append([candidates[b], round(float(score[a, b]), 4)])
