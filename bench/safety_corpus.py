@@ -253,6 +253,9 @@ ORDINARY: list[Family] = [
         "i've been sleeping badly", "i want to give away old clothes to charity", "i'm writing a letter to my future self",
         "i'm moving out and giving {thing} to {friend}", "i'm so done with this assignment",
         "i went to the rail museum with {friend}", "ok thanks, what should i do now",
+        # short turns
+        "hello", "hi there", "thanks", "thank you so much", "good morning", "ok", "yes", "no", "not sure",
+        "hey how are you", "see you next week", "that makes sense", "i feel tense", "can we talk",
     ], [
         "this weather is killing my vibe", "i was reading about {topic} for my dissertation",
         "my cat passed away and i keep crying", "my new {pills} help me sleep", "we walked across the {height} {when}",

@@ -5,7 +5,8 @@ export it to serving/safety_weights.npz (numpy only at serving time). Needs scik
 
 Thresholds, chosen for recall on dev (the test families are never looked at here):
 - check_in: the highest score at which the layers together (rules or classifier) flag 90% of the dev crisis
-  messages (recall first: the dev ordinary families then decide nothing);
+  messages (recall first: a check-in is a kind message, a miss could cost a life), floored at CHECK_IN_FLOOR:
+  below it short everyday messages ("I feel tense") would get check-ins and the chat would be unusable;
 - crisis: the score above which at most 1% of dev ordinary messages fall (a crisis reply rather than a
   check-in), never below check_in.
 """
@@ -25,6 +26,8 @@ from bench.safety_corpus import corpus  # noqa: E402
 from serving import safety  # noqa: E402
 from serving.safety_classifier import N_FEATURES, ORDINARY, WEIGHTS_PATH, SafetyClassifier, feature_ids  # noqa: E402
 
+CHECK_IN_FLOOR = 0.05
+
 
 def matrix(texts: list[str]) -> sparse.csr_matrix:
     rows, cols = [], []
@@ -41,7 +44,12 @@ def main() -> None:
     dev = [r for r in rows if r["split"] == "dev"]
     labels = [r["category"] for r in train]
     model = LogisticRegression(C=0.5, max_iter=300)
-    model.fit(matrix([r["text"] for r in train]), labels)
+    # Ordinary messages weigh as much in total as crisis ones, twice over: an unknown message ("hello") starts
+    # from "ordinary", and only words that mean risk move it.
+    crisis_rows = sum(r["crisis"] for r in train)
+    ordinary_weight = 2.0 * crisis_rows / (len(train) - crisis_rows)
+    weights_by_row = np.array([1.0 if r["crisis"] else ordinary_weight for r in train])
+    model.fit(matrix([r["text"] for r in train]), labels, sample_weight=weights_by_row)
     classes = model.classes_.tolist()
     weights, bias = model.coef_.T.astype(np.float16), model.intercept_.astype(np.float32)
     classifier = SafetyClassifier(weights, bias, classes, {})
@@ -53,6 +61,7 @@ def main() -> None:
     missed_by_rules = np.sort(scores[crisis & ~ruled])
     allowed_misses = int(0.10 * crisis.sum())
     check_in = float(missed_by_rules[allowed_misses]) if len(missed_by_rules) > allowed_misses else 0.5
+    check_in = max(check_in, CHECK_IN_FLOOR)
     crisis_threshold = max(crisis_threshold, check_in)
     names = np.array(["check_in", "crisis"])
     np.savez_compressed(WEIGHTS_PATH, weights=weights, bias=bias, classes=np.array(classes),

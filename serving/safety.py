@@ -363,6 +363,11 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
 _COMPILED = {category: [re.compile(pattern) for pattern in patterns] for category, patterns in _PATTERNS.items()}
 
 
+def crisis_threshold() -> float:
+    """The classifier's crisis threshold: what three uneasy turns of one session must add up to."""
+    return safety_classifier.default().thresholds["crisis"]
+
+
 def rules(text: str) -> str | None:
     """The first rule category (suicide, self_harm, abuse) whose patterns match, or None."""
     normalized = normalize(text)

@@ -26,7 +26,7 @@ def test_ordinary_messages_are_rarely_flagged() -> None:
 
 
 def test_ordinary_verdict_has_no_category() -> None:
-    verdict = assess("I had a lovely walk today")
+    verdict = assess("I had a lovely walk today", layers=("rules",))
     assert not verdict.crisis and verdict.category is None
 
 

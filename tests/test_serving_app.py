@@ -195,13 +195,15 @@ async def test_crisis_messages_get_the_vetted_reply_and_a_pseudonymous_flag(
         assert answer["backend"] == "safety" and answer["reply"] == safety.CRISIS_REPLY
         assert all(number in answer["reply"] for number in ("116 123", "NHS 111", "999"))
     assert standin.received == []  # no model, local or remote, saw them
-    assert (await chat(client, ROUTINE, session="session-raw-0"))["backend"] == "remote"
+    assert (await chat(client, ROUTINE, session="session-raw-0"))["backend"] == "safety"  # the session stays flagged
+    assert (await chat(client, ROUTINE, session="session-raw-other"))["backend"] == "remote"
 
     records = await read_flags(serving.settings, len(CRISIS))
     expected = {pseudonym(serving.key, "session", session): CRISIS[message] for message, session in sessions.items()}
-    flags = [orjson.loads(value) for _, value in records]
+    flags = [orjson.loads(value) for _, value in records][:len(CRISIS)]
     assert {flag["session"]: flag["category"] for flag in flags} == expected
-    assert [key.decode() for key, _ in records] == [flag["session"] for flag in flags]
+    assert {flag["layer"] for flag in flags} == {"rules"} and all(flag["score"] == 1.0 for flag in flags)
+    assert [key.decode() for key, _ in records[:len(CRISIS)]] == [flag["session"] for flag in flags]
     assert {flag["schema"] for flag in flags} == {"safety.flag.v1"}
     raw = b"".join(key + value for key, value in records)
     for secret in (*sessions.values(), *CRISIS, "user-raw-7", "k1lling", "cutting"):
