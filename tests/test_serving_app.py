@@ -210,6 +210,25 @@ async def test_crisis_messages_get_the_vetted_reply_and_a_pseudonymous_flag(
         assert secret.encode() not in raw
 
 
+async def test_flagged_sessions_are_shared_by_replicas_survive_a_restart_and_clinicians_clear_them(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    first, _ = await serve(use_local_ai=False, api_tokens=TOKEN_SPEC, **remote_settings(standin))
+    assert (await chat(first, "I want to kill myself", session="s-risk", headers=bearer("app")))["backend"] == "safety"
+    later, _ = await serve(use_local_ai=False, api_tokens=TOKEN_SPEC, **remote_settings(standin))  # a new replica
+    assert (await chat(later, "ok thanks, what should i do now", session="s-risk",
+                       headers=bearer("app")))["backend"] == "safety"
+    for role, status in (("app", 403), ("clinician", 200)):
+        response = await later.post("/api/safety/clear", json={"session_id": "s-risk"}, headers=bearer(role))
+        assert response.status == status
+    assert (await (await later.post("/api/safety/clear", json={}, headers=bearer("clinician"))).json())["error"]
+    async with asyncio.timeout(30):  # the clear reaches the first replica through safety.flags
+        while (await chat(first, ROUTINE, session="s-risk", headers=bearer("app")))["backend"] != "remote":
+            await asyncio.sleep(0.2)
+    metrics = await (await first.get("/metrics")).text()
+    assert 'learnstream_safety_flags_total{category="suicide",layer="rules"}' in metrics
+
+
 # ---- backends ------------------------------------------------------------------------------------------------
 
 
