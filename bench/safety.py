@@ -54,8 +54,10 @@ def main() -> None:
         try:
             rows = [{**orjson.loads(line), "category": "external"} for line in args.external.read_bytes().splitlines()
                     if line.strip()]
-        except (OSError, orjson.JSONDecodeError) as exc:
+        except (OSError, orjson.JSONDecodeError, TypeError) as exc:
             sys.exit(f"bench/safety.py: cannot read {args.external}: {exc}")
+        if not all(isinstance(r.get("text"), str) and isinstance(r.get("crisis"), bool) for r in rows):
+            sys.exit(f"bench/safety.py: every line of {args.external} must be {{\"text\": str, \"crisis\": bool}}")
     else:
         rows = [r for r in corpus() if r["split"] == "test"]
     safety.assess("warm up")  # loads the weights once, outside the timings
