@@ -191,9 +191,10 @@ class Serving:
         verdict = safety.assess(message)
         if verdict.crisis:
             return verdict
-        threshold = safety.crisis_threshold()
-        if self.risk.flagged(session) or self.risk.combined(session, verdict.score, threshold):
+        if self.risk.flagged(session):
             return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="session")
+        if self.risk.combined(session, verdict.score, safety.crisis_threshold()):
+            return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="combined")
         return verdict
 
     async def _flag(self, session: str, verdict: safety.SafetyVerdict) -> None:

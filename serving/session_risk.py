@@ -1,6 +1,7 @@
 """Session risk: once a turn is flagged, its session stays on the safety path for `safety_sticky_minutes` after
 its last flag, unless a clinician clears it; and three turns in a row each under the crisis threshold whose
-scores add up to it flag the session too.
+scores add up to it flag the session too (layer "combined"). A turn flagged only because its session is
+(layer "session") is published too, but does not extend the window.
 
 The state is rebuilt from safety.flags, which every replica follows from its beginning (no consumer group, one
 partition, kept forever): a restarted replica and all its peers agree on which sessions are flagged. The
@@ -62,6 +63,8 @@ class SessionRisk:
             raise ValueError("session must be a non-empty string")
         at = _epoch(event.get("ts"))
         if schema == "safety.flag.v1":
+            if event.get("layer") == "session":
+                return  # a turn flagged only because its session was: it neither extends the window nor races a clear
             self._last_flag[session] = max(at, self._last_flag.get(session, at))
         elif schema == "safety.cleared.v1":
             if self._last_flag.get(session, at) <= at:
