@@ -87,6 +87,9 @@ class Settings:
     remote_api_key: Secret | None = None
     remote_model: str = "llama-3.1-8b-instant"
     remote_timeout_s: float = 20.0
+    # Crisis safety: a flagged session stays on the safety path this long after its last flag, unless a
+    # clinician clears it (POST /api/safety/clear).
+    safety_sticky_minutes: float = 60.0
     # Reply generation of the local chat model (see serving/generation.py).
     chat_max_new_tokens: int = 64
     chat_do_sample: bool = True

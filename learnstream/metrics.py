@@ -39,7 +39,8 @@ BACKGROUND_RESTARTS = Counter(
 SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
 REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])
-SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Crisis messages answered by the safety backend", ["category"])
+SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Turns answered by the safety path, by the layer that flagged",
+                       ["category", "layer"])
 
 
 def start_at_zero(families: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from producers.http_ingest import MAX_BODY_BYTES, events_handler
 from producers.sdk import EventProducer
 from schemas import new_event_id, utc_now
 from serving import auth, limits, safety
+from serving.session_risk import SessionRisk, SessionRiskFollower
 from serving.backends import (BackendError, ChatRouter, LocalBackend, RemoteBackend, RemoteSettings,
                               RouterSettings)
 from serving.chat_model import ChatModelLoader
@@ -87,6 +88,9 @@ class Serving:
         self.router = ChatRouter(settings=router_settings(settings), local=local, remote=self.remote,
                                  registry=self.metrics_registry)
         self.tokens = auth.parse_tokens(settings.api_tokens.reveal())
+        self.risk = SessionRisk(sticky_s=settings.safety_sticky_minutes * 60)
+        self.risk_follower = SessionRiskFollower(settings, self.risk)
+        self._risk_task: asyncio.Task | None = None
         self._updates_task: asyncio.Task | None = None
         self.app = self._build_app()
 
@@ -99,8 +103,13 @@ class Serving:
             await self.remote.start()
         await self.updates.start()
         self._updates_task = asyncio.create_task(self.updates.run())
+        await self.risk_follower.start()
+        self._risk_task = asyncio.create_task(self.risk_follower.run())
 
     async def stop(self) -> None:
+        await self.risk_follower.stop()
+        if self._risk_task is not None:
+            await asyncio.gather(self._risk_task, return_exceptions=True)
         await self.updates.stop()
         if self._updates_task is not None:
             await asyncio.gather(self._updates_task, return_exceptions=True)
@@ -126,6 +135,7 @@ class Serving:
             web.post("/api/events", self._guard("app", events_handler(self.events,
                                                                     max_event_bytes=self.settings.max_event_bytes))),
             web.post("/api/chat", self._guard("app", self.chat)),
+            web.post("/api/safety/clear", self._guard("clinician", self.clear_safety)),
             web.get("/api/ai/training-status", self._guard("clinician", self.status, open_without_tokens=True)),
             web.post("/api/ai/trigger-training", self._guard("clinician", self.trigger_training)),
             web.post("/api/models/{family}/rollback", self._guard("admin", self.rollback)),
@@ -166,12 +176,12 @@ class Serving:
         subject = pseudonym(self.key, "user", user_id) if user_id else session
         loop = asyncio.get_running_loop()
         started = loop.time()
-        verdict = safety.assess(message)
+        verdict = self._assess(session, message)
         if verdict.crisis:
             # Never a model's words for someone at risk: a vetted text, and a flag for the clinicians.
-            SAFETY_FLAGS.labels(category=verdict.category).inc()
-            await self._flag(session, verdict.category)
-            reply = {"reply": safety.CRISIS_REPLY, "model_version": self.holders["chat"].version, "backend": "safety"}
+            SAFETY_FLAGS.labels(category=verdict.category, layer=verdict.layer).inc()
+            await self._flag(session, verdict)
+            reply = {"reply": verdict.reply, "model_version": self.holders["chat"].version, "backend": "safety"}
         else:
             try:
                 answer = await self.router.reply(subject=subject, history=self.history.get(session), message=message)
@@ -187,10 +197,33 @@ class Serving:
         REQUEST_SECONDS.labels(backend=reply["backend"]).observe(loop.time() - started)
         return web.json_response(reply)
 
-    async def _flag(self, session: str, category: str | None) -> None:
+    def _assess(self, session: str, message: str) -> safety.SafetyVerdict:
+        """The message's verdict, escalated by its session: sticky after a flag, or three uneasy turns in a row."""
+        verdict = safety.assess(message)
+        if verdict.crisis:
+            return verdict
+        if self.risk.flagged(session):
+            return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="session")
+        if self.risk.combined(session, verdict.score, safety.crisis_threshold()):
+            return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="combined")
+        return verdict
+
+    async def _flag(self, session: str, verdict: safety.SafetyVerdict) -> None:
         flag = {"schema": "safety.flag.v1", "event_id": new_event_id(), "ts": utc_now(), "session": session,
-                "category": category}
+                "category": verdict.category, "score": round(verdict.score, 4), "layer": verdict.layer}
+        self.risk.apply(flag)
         await self.events.send_raw(topics.SAFETY_FLAGS, orjson.dumps(flag), key=session.encode())
+
+    async def clear_safety(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        session_id = body.get("session_id")
+        if not isinstance(session_id, str) or not session_id:
+            raise _bad_request("session_id is a required non-empty string")
+        session = pseudonym(self.key, "session", session_id)
+        cleared = {"schema": "safety.cleared.v1", "event_id": new_event_id(), "ts": utc_now(), "session": session}
+        self.risk.apply(cleared)
+        await self.events.send_raw(topics.SAFETY_FLAGS, orjson.dumps(cleared), key=session.encode())
+        return web.json_response({"cleared": True})
 
     # ---- training and models -------------------------------------------------------------------------------
 

@@ -28,11 +28,21 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from learnstream.textnorm import fold
+from serving import safety_classifier
+
 
 @dataclass(frozen=True)
 class SafetyVerdict:
-    crisis: bool
-    category: str | None  # "suicide" | "self_harm" | "abuse"; None when crisis is False
+    crisis: bool  # flagged (a crisis or a check-in): never answered by a model
+    category: str | None  # the rules' ("suicide" | "self_harm" | "abuse") or the classifier's; None when not flagged
+    score: float = 0.0  # the classifier's crisis probability (1.0 when the rules fired)
+    layer: str | None = None  # "rules" | "classifier" | "session" | "remote"; None when not flagged
+    check_in: bool = False  # between the check-in and the crisis threshold: a gentle check-in, not the crisis text
+
+    @property
+    def reply(self) -> str:
+        return CHECK_IN_REPLY if self.check_in else CRISIS_REPLY
 
 
 NO_CRISIS = SafetyVerdict(crisis=False, category=None)
@@ -45,6 +55,12 @@ CRISIS_REPLY = (
     "- For urgent mental health help, call NHS 111 and choose the mental health option.\n"
     "- If you'd rather text, text SHOUT to 85258 for free, confidential support, 24/7.\n"
     "- If someone is hurting you, the National Domestic Abuse Helpline is free on 0808 2000 247, 24 hours a day."
+)
+
+CHECK_IN_REPLY = (
+    "Thank you for telling me. I want to check in with you: how are you feeling in yourself right now, and are "
+    "you safe? If things feel too much, you don't have to wait: Samaritans are free day and night on 116 123, "
+    "you can text SHOUT to 85258, or call NHS 111 and choose the mental health option. In an emergency call 999."
 )
 
 # --- step 1: normalization tables -------------------------------------------------------------------------------
@@ -152,7 +168,7 @@ def _canonical_token(token: str) -> str:
 
 def normalize(text: str) -> str:
     """The text as the patterns see it: canonical words separated by spaces, sentence breaks as '.'."""
-    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = unicodedata.normalize("NFKD", fold(text, confusables=True).text.casefold())
     folded = "".join(char for char in folded if not unicodedata.combining(char))
     folded = folded.replace("\u2019", "'").replace("\u2018", "'").replace("-", " ").replace("_", " ")
     words = ("." if token in _SENTENCE_BREAK else _canonical_token(token) for token in _TOKEN.findall(folded))
@@ -347,10 +363,36 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
 _COMPILED = {category: [re.compile(pattern) for pattern in patterns] for category, patterns in _PATTERNS.items()}
 
 
-def assess(text: str) -> SafetyVerdict:
-    """Whether a message indicates crisis; the first matching category in order suicide, self_harm, abuse."""
+def crisis_threshold() -> float:
+    """The classifier's crisis threshold: what three uneasy turns of one session must add up to."""
+    return safety_classifier.default().thresholds["crisis"]
+
+
+def rules(text: str) -> str | None:
+    """The first rule category (suicide, self_harm, abuse) whose patterns match, or None."""
     normalized = normalize(text)
     for category, patterns in _COMPILED.items():
         if any(pattern.search(normalized) for pattern in patterns):
-            return SafetyVerdict(crisis=True, category=category)
-    return NO_CRISIS
+            return category
+    return None
+
+
+def assess(text: str, *, classifier: safety_classifier.SafetyClassifier | None = None,
+           layers: tuple[str, ...] = ("rules", "classifier")) -> SafetyVerdict:
+    """Both layers: the rules flag what they know as a crisis; otherwise the classifier's score flags a crisis
+    above its crisis threshold, and a check-in between its check-in and crisis thresholds (chosen on dev)."""
+    normalized = normalize(text)
+    if "rules" in layers:
+        for category, patterns in _COMPILED.items():
+            if any(pattern.search(normalized) for pattern in patterns):
+                return SafetyVerdict(crisis=True, category=category, score=1.0, layer="rules")
+    if "classifier" not in layers:
+        return NO_CRISIS
+    classifier = classifier or safety_classifier.default()
+    result = classifier.score(normalized)
+    if result.score >= classifier.thresholds["crisis"]:
+        return SafetyVerdict(crisis=True, category=result.category, score=result.score, layer="classifier")
+    if result.score >= classifier.thresholds["check_in"]:
+        return SafetyVerdict(crisis=True, category=result.category, score=result.score, layer="classifier",
+                             check_in=True)
+    return SafetyVerdict(crisis=False, category=None, score=result.score)

@@ -208,17 +208,38 @@ async def test_crisis_messages_get_the_vetted_reply_and_a_pseudonymous_flag(
         assert answer["backend"] == "safety" and answer["reply"] == safety.CRISIS_REPLY
         assert all(number in answer["reply"] for number in ("116 123", "NHS 111", "999"))
     assert standin.received == []  # no model, local or remote, saw them
-    assert (await chat(client, ROUTINE, session="session-raw-0"))["backend"] == "remote"
+    assert (await chat(client, ROUTINE, session="session-raw-0"))["backend"] == "safety"  # the session stays flagged
+    assert (await chat(client, ROUTINE, session="session-raw-other"))["backend"] == "remote"
 
     records = await read_flags(serving.settings, len(CRISIS))
     expected = {pseudonym(serving.key, "session", session): CRISIS[message] for message, session in sessions.items()}
-    flags = [orjson.loads(value) for _, value in records]
+    flags = [orjson.loads(value) for _, value in records][:len(CRISIS)]
     assert {flag["session"]: flag["category"] for flag in flags} == expected
-    assert [key.decode() for key, _ in records] == [flag["session"] for flag in flags]
+    assert {flag["layer"] for flag in flags} == {"rules"} and all(flag["score"] == 1.0 for flag in flags)
+    assert [key.decode() for key, _ in records[:len(CRISIS)]] == [flag["session"] for flag in flags]
     assert {flag["schema"] for flag in flags} == {"safety.flag.v1"}
     raw = b"".join(key + value for key, value in records)
     for secret in (*sessions.values(), *CRISIS, "user-raw-7", "k1lling", "cutting"):
         assert secret.encode() not in raw
+
+
+async def test_flagged_sessions_are_shared_by_replicas_survive_a_restart_and_clinicians_clear_them(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    first, _ = await serve(use_local_ai=False, api_tokens=TOKEN_SPEC, **remote_settings(standin))
+    assert (await chat(first, "I want to kill myself", session="s-risk", headers=bearer("app")))["backend"] == "safety"
+    later, _ = await serve(use_local_ai=False, api_tokens=TOKEN_SPEC, **remote_settings(standin))  # a new replica
+    assert (await chat(later, "ok thanks, what should i do now", session="s-risk",
+                       headers=bearer("app")))["backend"] == "safety"
+    for role, status in (("app", 403), ("clinician", 200)):
+        response = await later.post("/api/safety/clear", json={"session_id": "s-risk"}, headers=bearer(role))
+        assert response.status == status
+    assert (await (await later.post("/api/safety/clear", json={}, headers=bearer("clinician"))).json())["error"]
+    async with asyncio.timeout(30):  # the clear reaches the first replica through safety.flags
+        while (await chat(first, ROUTINE, session="s-risk", headers=bearer("app")))["backend"] != "remote":
+            await asyncio.sleep(0.2)
+    metrics = await (await first.get("/metrics")).text()
+    assert 'learnstream_safety_flags_total{category="suicide",layer="rules"}' in metrics
 
 
 # ---- backends ------------------------------------------------------------------------------------------------
