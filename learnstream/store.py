@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidTag
 
 from learnstream.keystore import KeyStore, unseal
 from learnstream.wal import enable_wal
+from schemas import utc_instant
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class Store:
             erased = dict(await cursor.fetchall())
         if not erased:
             return rows
-        return [row for row in rows if row[3] not in erased or erased[row[3]] < row[2]]
+        return [row for row in rows if row[3] not in erased or utc_instant(erased[row[3]]) < utc_instant(row[2])]
 
     async def _erase(self, owner: str, ts: str) -> None:
         await self.db.execute(

@@ -12,6 +12,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def utc_instant(text: str) -> datetime:
+    """A validated `ts` (any ISO-8601 form with an offset) as an aware UTC instant, so that timestamps compare by
+    time, never as strings."""
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
 def new_event_id() -> str:
     return uuid4().hex
 
@@ -25,6 +31,7 @@ __all__ = [
     "decode",
     "new_event_id",
     "parse",
+    "utc_instant",
     "utc_now",
     "validate",
     "validate_dlq_entry",

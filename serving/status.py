@@ -12,6 +12,7 @@ from learnstream.config import FAMILIES, Settings
 from learnstream.registry import Registry, RegistryError, Version
 from learnstream.store import Store
 from learnstream.training_state import TrainerState, training_metrics
+from schemas import utc_instant
 
 RECENT_RUNS = 5
 
@@ -23,7 +24,7 @@ def erased_in_versions(versions: list[Version], erased: list[tuple[int, str]]) -
     for version in sorted(versions, key=lambda v: v.number):
         manifest = version.manifest
         trained_on = any(
-            sample_id <= manifest.get("watermark", 0) and manifest.get("created_at", "") < erased_at
+            sample_id <= manifest.get("watermark", 0) and utc_instant(manifest["created_at"]) < utc_instant(erased_at)
             for sample_id, erased_at in erased
         )
         parent = manifest.get("parent_version")
