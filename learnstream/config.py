@@ -66,6 +66,9 @@ class Settings:
     # Promotion gate: a new version is served unless it is worse than the served one on held-out data by more
     # than this fraction (chat: loss; image: tag F1).
     promotion_tolerance: float = 0.02
+    # A run with no held-out score of its own (too little data to hold any out, nothing to train on) is recorded
+    # but not served, unless this is on: then it is promoted and its reason says it was promoted without one.
+    promote_without_eval: bool = False
     # Serving: the interface and port it listens on. 127.0.0.1 by default; "0.0.0.0" opens it to the network.
     http_host: str = "127.0.0.1"
     http_port: int = 8000

@@ -71,7 +71,8 @@ async def test_erasure_end_to_end(make_settings, start_pipeline):
     async with EventProducer(settings) as events:
         for n in range(8):
             user = "erase-me" if n < 4 else "keep-me"
-            await events.send(event(n, user=user, session=f"s-{user}", text=f"turn {n} about sleep",
+            # two conversations each, so even the retrain on keep-me alone holds one out (no blind promotion)
+            await events.send(event(n, user=user, session=f"s-{user}-{n // 2}", text=f"turn {n} about sleep",
                                     role="patient" if n % 2 == 0 else "therapist"))
         await wait_served(pipeline, 1)
         await events.send({"schema": "erasure.v1", "event_id": "erase-1", "ts": utc_now(), "user_id": "erase-me"})

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
 from learnstream import kafka, topics
-from learnstream.config import Settings
+from learnstream.config import Settings, load_settings
 from learnstream.registry import (STAGING_PREFIX, Registry, RegistryError, Version, model_updated_event,
                                   rollback)
 from learnstream.store import Batch, Store, sample_row
@@ -83,7 +83,9 @@ def swaps(family: str, result: str) -> float:
     ("chat", {"eval_loss": 2.13, "eval_loss_parent": 2.10}, "promoted"),  # worse, within 2%
     ("chat", {"eval_loss": 2.30, "eval_loss_parent": 2.10}, "rejected"),  # worse beyond 2%
     ("chat", {"eval_loss": math.nan, "eval_loss_parent": 2.10}, "rejected"),  # diverged
-    ("chat", {"eval_loss": 2.0, "eval_loss_parent": None}, "promoted"),  # nothing held out to compare on
+    ("chat", {"eval_loss": None, "eval_loss_parent": None}, "rejected"),  # nothing held out: not served blind
+    ("image", {"train_images": 0, "tag_f1": None, "tag_f1_parent": None}, "rejected"),  # nothing to train on
+    ("image", {"tag_f1": 0.50, "tag_f1_parent": None}, "promoted"),  # scored; the parent has no tagger to lose to
     ("image", {"tag_f1": 0.80, "tag_f1_parent": 0.70}, "promoted"),
     ("image", {"tag_f1": 0.69, "tag_f1_parent": 0.70}, "promoted"),
     ("image", {"tag_f1": 0.60, "tag_f1_parent": 0.70}, "rejected"),
@@ -92,6 +94,22 @@ def test_the_gate_rejects_a_version_worse_than_its_parent_beyond_the_tolerance(f
     verdict, reason = gate(family, metrics, tolerance=0.02)
     assert verdict == decision
     assert reason  # the history and model.updated say why
+
+
+@pytest.mark.parametrize("family, metrics", [
+    ("chat", {"eval_loss": None, "eval_loss_parent": None}),
+    ("image", {"train_images": 0, "tag_f1": None, "tag_f1_parent": None}),
+])
+def test_a_run_without_a_held_out_score_is_promoted_only_when_configured_and_says_why(family, metrics):
+    held, held_reason = gate(family, metrics, tolerance=0.02)
+    assert held == "rejected" and "no held-out comparison" in held_reason and "promote_without_eval" in held_reason
+    promoted, reason = gate(family, metrics, tolerance=0.02, promote_without_eval=True)
+    assert promoted == "promoted" and "no held-out comparison" in reason and "promote_without_eval is on" in reason
+
+
+def test_promote_without_eval_is_off_by_default_and_read_from_the_environment():
+    assert load_settings(env={}).promote_without_eval is False
+    assert load_settings(env={"LEARNSTREAM_PROMOTE_WITHOUT_EVAL": "1"}).promote_without_eval is True
 
 
 async def test_a_rejected_version_stays_in_the_registry_unserved_and_model_updated_says_so(make_settings):

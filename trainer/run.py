@@ -76,16 +76,24 @@ def _create_base(settings: Settings, registry: Registry, family: str) -> Version
 _GATE_METRICS = {"chat": ("eval_loss", "eval_loss_parent", False), "image": ("tag_f1", "tag_f1_parent", True)}
 
 
-def gate(family: str, metrics: dict[str, Any], tolerance: float) -> tuple[str, str]:
+def gate(family: str, metrics: dict[str, Any], tolerance: float, *,
+         promote_without_eval: bool = False) -> tuple[str, str]:
     """(decision, reason): promoted unless the new version is worse than its parent (the served version; version 0
-    from scratch) on the same held-out data by more than `tolerance`, a fraction of the parent's value. Without a
-    comparison (too little data to hold any out) it is promoted, and the reason says so."""
+    from scratch) on the same held-out data by more than `tolerance`, a fraction of the parent's value. A run
+    without its own held-out score (too little data to hold any out, nothing to train on) is recorded but not
+    promoted, unless `promote_without_eval`; the reason says which. A held-out score with no parent score on the
+    same data (an image parent without a tagger) is promoted: the parent has nothing to lose to."""
     name, parent_name, higher_is_better = _GATE_METRICS[family]
     new, old = metrics.get(name), metrics.get(parent_name)
-    if new is None or old is None:
-        return "promoted", "no held-out comparison available"
+    if new is None:
+        missing = f"no held-out comparison: {name} not measured (too little data to hold any out, or nothing to train on)"
+        if promote_without_eval:
+            return "promoted", f"{missing}; promoted anyway: promote_without_eval is on"
+        return "rejected", f"{missing}; not promoted (promote_without_eval is off)"
     if not math.isfinite(new):
         return "rejected", f"held-out {name} is {new}"
+    if old is None:
+        return "promoted", f"held-out {name} {new:.4f}; the parent has no score to compare with"
     comparison = f"held-out {name} {new:.4f} vs parent {old:.4f}"
     if not math.isfinite(old):
         return "promoted", comparison
@@ -120,7 +128,8 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
             metrics, hparams, count = _train_image(settings, served if from_scratch else parent, samples,
                                                    after=0 if from_scratch else after, out_dir=staged,
                                                    progress=progress)
-        decision, reason = gate(family, metrics, settings.promotion_tolerance)
+        decision, reason = gate(family, metrics, settings.promotion_tolerance,
+                              promote_without_eval=settings.promote_without_eval)
         manifest = {
             "base_model": parent.manifest.get("base_model"),
             "parent_version": parent_number,
