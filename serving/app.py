@@ -22,7 +22,7 @@ from learnstream.store import Store
 from producers.http_ingest import MAX_BODY_BYTES, events_handler
 from producers.sdk import EventProducer
 from schemas import new_event_id, utc_now
-from serving import auth, limits, safety
+from serving import auth, limits, safety, streaming
 from serving.session_risk import SessionRisk, SessionRiskFollower
 from serving.backends import (BackendError, ChatRouter, LocalBackend, RemoteBackend, RemoteSettings,
                               RouterSettings)
@@ -172,6 +172,7 @@ class Serving:
             raise _bad_request("session_id and message are required non-empty strings")
         if user_id is not None and not isinstance(user_id, str):
             raise _bad_request("user_id must be a string")
+        stream = streaming.wants_stream(request, body)
         session = pseudonym(self.key, "session", session_id)
         subject = pseudonym(self.key, "user", user_id) if user_id else session
         loop = asyncio.get_running_loop()
@@ -182,18 +183,18 @@ class Serving:
             SAFETY_FLAGS.labels(category=verdict.category, layer=verdict.layer).inc()
             await self._flag(session, verdict)
             reply = {"reply": verdict.reply, "model_version": self.holders["chat"].version, "backend": "safety"}
+            if stream:
+                return await streaming.respond(request, served=None, turns=[], whole=lambda: _ready(reply))
+        elif stream:  # only local mode streams tokens: hybrid may replace a whole unsure local reply (streaming.py)
+            history = self.history.get(session)
+            served = self.holders["chat"].current if self.router.mode_of(subject) == "local" else None
+            return await streaming.respond(
+                request, served=served, turns=[*history, message],
+                whole=lambda: self._answer(subject, history, message),
+                remember=lambda text: self.history.append(session, message, text))
         else:
-            try:
-                answer = await self.router.reply(subject=subject, history=self.history.get(session), message=message)
-            except BackendError as exc:
-                log.error("chat: no backend could answer (%s)", exc)
-                error = {"error": "no chat backend available"}
-                if (reason := self.holders["chat"].unavailable) is not None:
-                    error["reason"] = reason
-                raise web.HTTPServiceUnavailable(text=orjson.dumps(error).decode(),
-                                                 content_type="application/json") from None
-            self.history.append(session, message, answer.text)
-            reply = {"reply": answer.text, "model_version": answer.model_version, "backend": answer.backend}
+            reply = await self._answer(subject, self.history.get(session), message)
+            self.history.append(session, message, reply["reply"])
         REQUEST_SECONDS.labels(backend=reply["backend"]).observe(loop.time() - started)
         return web.json_response(reply)
 
@@ -207,6 +208,19 @@ class Serving:
         if self.risk.combined(session, verdict.score, safety.crisis_threshold()):
             return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="combined")
         return verdict
+
+    async def _answer(self, subject: str, history: list[str], message: str) -> dict[str, Any]:
+        """The router's whole reply as the chat response's fields; 503 when no backend could answer."""
+        try:
+            answer = await self.router.reply(subject=subject, history=history, message=message)
+        except BackendError as exc:
+            log.error("chat: no backend could answer (%s)", exc)
+            error = {"error": "no chat backend available"}
+            if (reason := self.holders["chat"].unavailable) is not None:
+                error["reason"] = reason
+            raise web.HTTPServiceUnavailable(text=orjson.dumps(error).decode(),
+                                             content_type="application/json") from None
+        return {"reply": answer.text, "model_version": answer.model_version, "backend": answer.backend}
 
     async def _flag(self, session: str, verdict: safety.SafetyVerdict) -> None:
         flag = {"schema": "safety.flag.v1", "event_id": new_event_id(), "ts": utc_now(), "session": session,
@@ -352,6 +366,10 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> dict[st
     if not isinstance(body, dict):
         raise _bad_request("the body must be a JSON object")
     return body
+
+
+async def _ready(value: dict[str, Any]) -> dict[str, Any]:
+    return value
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:

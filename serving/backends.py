@@ -260,9 +260,13 @@ class ChatRouter:
         position = int.from_bytes(digest[:8], "big") / 2**64
         return TREATMENT if position < self._settings.ab_share else CONTROL
 
+    def mode_of(self, subject: str) -> str:
+        """The mode that serves the subject: its arm's."""
+        return self._settings.ab_mode if self.arm_of(subject) == TREATMENT else self._settings.mode
+
     async def reply(self, *, subject: str, history: Sequence[str], message: str) -> BackendReply:
         arm = self.arm_of(subject)
-        mode = self._settings.ab_mode if arm == TREATMENT else self._settings.mode
+        mode = self.mode_of(subject)
         if mode == "hybrid":
             answer = await self._hybrid(arm, history, message)
         elif mode == "local":

@@ -38,9 +38,10 @@ class ChatModel:
         generate_reply(model, tokenizer, ["hello"], settings=replace(settings, max_new_tokens=WARM_UP_TOKENS))
         return cls(model, tokenizer, settings)
 
-    def reply(self, history: list[str]) -> tuple[str, float]:
-        """(reply, confidence) for a conversation whose last turn is the user's message. Thread-safe."""
-        return generate_reply(self.model, self.tokenizer, history, settings=self.settings)
+    def reply(self, history: list[str], *, streamer: Any = None) -> tuple[str, float]:
+        """(reply, confidence) for a conversation whose last turn is the user's message. Thread-safe.
+        streamer: given each token as it is generated (see generate_reply)."""
+        return generate_reply(self.model, self.tokenizer, history, settings=self.settings, streamer=streamer)
 
 
 def tokenizer_fingerprint(version: Version) -> tuple[tuple[str, str], ...] | None:

@@ -48,13 +48,16 @@ def _position_limit(model) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
-def generate_reply(model, tokenizer, history: list[str], *, settings: GenerationSettings) -> tuple[str, float]:
+def generate_reply(
+    model, tokenizer, history: list[str], *, settings: GenerationSettings, streamer=None
+) -> tuple[str, float]:
     """The model's reply to history (whose last turn is the user's message) and the model's confidence in it.
 
     confidence is the geometric mean of the reply tokens' probabilities, exp(mean log p) = 1 / perplexity, in
     [0, 1], taken from the model's raw logits (before temperature, top-k/p and the repetition penalty), so it
     measures how expected the reply was to the model whatever the sampling settings. A fallback reply has
-    confidence 0. Synchronous and CPU/GPU bound: run it in a worker thread.
+    confidence 0. Synchronous and CPU/GPU bound: run it in a worker thread. streamer: transformers' streamer
+    protocol (put, end), given each token as it is generated (serving.streaming.TokenStreamer).
     """
     import torch  # here, not at the top: serving imports this module without the ml extra (no local chat then)
 
@@ -87,6 +90,7 @@ def generate_reply(model, tokenizer, history: list[str], *, settings: Generation
             eos_token_id=eos,
             output_logits=True,
             return_dict_in_generate=True,
+            streamer=streamer,
             **sampling,
         )
     new_tokens = output.sequences[0, input_ids.shape[1]:].tolist()
