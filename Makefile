@@ -32,5 +32,5 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
-	# Every bench script (bench/ also holds helper modules such as the PII corpus, which have no __main__).
-	for b in $$(grep -l '^if __name__ == "__main__":' bench/*.py); do $(PY) $$b || exit 1; done
+	# The benches (bench/ also holds corpora and bench/train_safety.py, which rewrites the shipped classifier).
+	for b in anonymize images safety swap train ingest replay; do $(PY) bench/$$b.py || exit 1; done

@@ -238,7 +238,7 @@ async def test_flagged_sessions_are_shared_by_replicas_survive_a_restart_and_cli
     async with asyncio.timeout(30):  # the clear reaches the first replica through safety.flags
         while (await chat(first, ROUTINE, session="s-risk", headers=bearer("app")))["backend"] != "remote":
             await asyncio.sleep(0.2)
-    metrics = await (await first.get("/metrics")).text()
+    metrics = await (await first.get("/metrics", headers=bearer("admin"))).text()
     assert 'learnstream_safety_flags_total{category="suicide",layer="rules"}' in metrics
 
 

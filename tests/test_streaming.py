@@ -90,7 +90,9 @@ async def test_crisis_turn_streams_the_vetted_reply_whole_and_no_model_runs(
     calls: list[object] = []
     monkeypatch.setattr(ChatModel, "reply", lambda *args, **kwargs: calls.append(args))
     for message in CRISIS:
-        events = await stream_chat(client, message, stream=True)
+        # A session of its own: a flagged session stays on the safety path (and replicas share that through
+        # safety.flags), which would turn the other tests' routine turns into safety replies.
+        events = await stream_chat(client, message, session="s-crisis", stream=True)
         assert events[0] == {"text": safety.CRISIS_REPLY}
         assert len(events) == 2 and events[1]["backend"] == "safety"
         assert events[1]["model_version"] == 0
