@@ -4,7 +4,16 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
-from schemas.validation import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode, parse, validate, validate_dlq_entry
+from schemas.validation import (
+    DEFAULT_MAX_EVENT_BYTES,
+    InvalidEvent,
+    decode,
+    decode_redrive_header,
+    parse,
+    validate,
+    validate_dlq_entry,
+    validate_dlq_redriven,
+)
 
 
 def utc_now() -> str:
@@ -29,10 +38,12 @@ __all__ = [
     "RAW_TOPIC_SCHEMAS",
     "SCHEMAS",
     "decode",
+    "decode_redrive_header",
     "new_event_id",
     "parse",
     "utc_instant",
     "utc_now",
     "validate",
     "validate_dlq_entry",
+    "validate_dlq_redriven",
 ]
