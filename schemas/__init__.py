@@ -6,6 +6,7 @@ from uuid import uuid4
 from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
 from schemas.validation import (
     DEFAULT_MAX_EVENT_BYTES,
+    DLQ_REASONS,
     InvalidEvent,
     decode,
     decode_redrive_header,
@@ -33,6 +34,7 @@ def new_event_id() -> str:
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "DLQ_REASONS",
     "FieldRule",
     "InvalidEvent",
     "RAW_TOPIC_SCHEMAS",

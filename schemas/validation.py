@@ -18,6 +18,13 @@ MAX_DEPTH = 8
 # SQLite's integers are 64-bit: a larger JSON integer would fail the store's transaction, not the record.
 MAX_INTEGER = 2**63 - 1
 MAX_REDRIVE_HEADER_BYTES = 256
+# Every machine-readable reason a DLQ entry can give (metrics start at 0 for each): validation's, then the stages'
+# (not an anonymized record, an event the anonymizer could not process, a sample that cannot be unsealed).
+DLQ_REASONS = (
+    "oversize", "invalid_utf8", "invalid_json", "not_an_object", "too_deep", "unknown_schema", "missing_field",
+    "missing_consent", "wrong_type", "invalid_value",
+    "invalid_record", "anonymizer_error", "unsealable",
+)
 
 
 @dataclass
