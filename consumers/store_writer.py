@@ -38,7 +38,7 @@ def sort_record(batch: Batch, topic: str, body: bytes | None) -> None:
     try:
         value = orjson.loads(body or b"")
         if topic.endswith(".dlq"):
-            batch.dlq.append(dlq.index_row(topic, value))
+            dlq.index(batch, topic, value)
         else:
             _add_anon_record(batch, value, body)
     except orjson.JSONDecodeError as exc:
@@ -133,7 +133,7 @@ class StoreWriterService(ConsumerStage):
         DLQ.labels(topic=source, reason=error.reason).inc()
         entry = dlq.entry(record, error, source_topic=source)
         await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry), key=record.key)
-        batch.dlq.append(dlq.index_row(topics.dlq(source), entry))
+        dlq.index(batch, topics.dlq(source), entry)
 
     async def _announce(self, family: str, added: int) -> None:
         # What this batch added, not a total: counting the whole store per batch would slow as the store grows.

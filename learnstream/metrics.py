@@ -3,6 +3,9 @@ _total). Labels carry topics, families, reasons and backends, never a user, sess
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from learnstream import topics
+from schemas import DLQ_REASONS
+
 CONSUMED = Counter("learnstream_events_consumed_total", "Records consumed", ["topic", "group"])
 PRODUCED = Counter("learnstream_events_produced_total", "Records produced", ["topic"])
 DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["topic", "reason"])
@@ -43,8 +46,16 @@ SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Turns answered by the 
                        ["category", "layer"])
 
 
+# The backends a chat reply can come from (REQUEST_SECONDS): a model here, the remote API, or the safety path.
+REPLY_BACKENDS = ("local", "remote", "safety")
+
+
 def start_at_zero(families: tuple[str, ...]) -> None:
-    """Create the label children we know of, so increase() sees the very first event of each."""
+    """Create the label children we know of, so a fresh stack's dashboards and alerts read 0, not "no data", and
+    increase() sees the very first event of each."""
+    for source in (*(t for f in families for t in (topics.raw(f), topics.anon(f))), topics.ERASURE_REQUESTS):
+        for reason in DLQ_REASONS:
+            DLQ.labels(topic=source, reason=reason)
     for family in families:
         for decision in ("promoted", "rejected"):
             TRAINING_RUNS.labels(family=family, decision=decision)
@@ -54,3 +65,11 @@ def start_at_zero(families: tuple[str, ...]) -> None:
         SKIPPED_NO_CONSENT.labels(family=family)
         for result in ("ok", "failed", "rejected"):
             SWAPS.labels(family=family, result=result)
+
+
+def start_serving_at_zero(safety_flags: list[tuple[str, str]]) -> None:
+    """The serving role's share of start_at_zero: replies by backend, safety flags by (category, layer)."""
+    for backend in REPLY_BACKENDS:
+        REQUEST_SECONDS.labels(backend=backend)
+    for category, layer in safety_flags:
+        SAFETY_FLAGS.labels(category=category, layer=layer)

@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS dlq (
     source_topic TEXT NOT NULL, reason TEXT NOT NULL, ts TEXT NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 );
+-- The latest generation of a DLQ entry that failed again after a redrive, and of the latest redrive: an entry is
+-- outstanding until redriven, and again when the redriven record fails (failed >= redriven).
+CREATE TABLE IF NOT EXISTS dlq_redrives (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    failed INTEGER NOT NULL, redriven INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+);
 CREATE TABLE IF NOT EXISTS erasures (owner TEXT PRIMARY KEY, ts TEXT NOT NULL);
 -- Which stored sample ids an erasure removed: the registry marks versions trained on them.
 CREATE TABLE IF NOT EXISTS erased_samples (
@@ -74,6 +81,7 @@ class Batch:
     samples: list[SampleRow] = field(default_factory=list)  # anonymized samples (chat/image .sample.v1)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, family, reason)
     dlq: list[tuple[str, int, int, str, str, str]] = field(default_factory=list)  # topic, partition, offset, source, reason, ts
+    dlq_redrives: list[tuple[str, int, int, int, int]] = field(default_factory=list)  # topic, partition, offset, failed, redriven
     erasures: list[tuple[str, str]] = field(default_factory=list)  # (owner pseudonym, ts)
 
 
@@ -130,7 +138,16 @@ class Store:
                 await self._not_erased(batch.samples),
             )
             await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?, ?)", batch.skipped)
-            await db.executemany("INSERT OR IGNORE INTO dlq VALUES (?, ?, ?, ?, ?, ?)", batch.dlq)
+            # An entry written again after a redrive replaces the first one's reason: the latest failure is the news.
+            await db.executemany(
+                "INSERT INTO dlq VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET reason = excluded.reason, ts = excluded.ts", batch.dlq
+            )
+            await db.executemany(
+                "INSERT INTO dlq_redrives VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET failed = MAX(failed, excluded.failed), redriven = MAX(redriven, excluded.redriven)",
+                batch.dlq_redrives,
+            )
             for owner, ts in batch.erasures:
                 await self._erase(owner, ts)
             await db.commit()
@@ -198,11 +215,14 @@ class Store:
         row = await (await self.db.execute("SELECT COUNT(*) FROM skipped WHERE family = ?", (family,))).fetchone()
         return row[0]
 
-    async def dlq_by_reason(self, family: str) -> dict[str, int]:
-        """DLQ entries of a family's topics (raw and anon) by reason."""
+    async def dlq_by_reason(self, family: str, *, redriven: bool = False) -> dict[str, int]:
+        """Outstanding DLQ entries of a family's topics (raw and anon) by reason, one per source event; with
+        redriven, those redriven since and not failed again instead."""
         rows = await (
             await self.db.execute(
-                "SELECT reason, COUNT(*) FROM dlq WHERE source_topic LIKE ? GROUP BY reason ORDER BY reason",
+                "SELECT reason, COUNT(*) FROM dlq LEFT JOIN dlq_redrives USING (topic, partition, offset) "
+                f"WHERE source_topic LIKE ? AND COALESCE(failed >= redriven, 1) = {0 if redriven else 1} "
+                "GROUP BY reason ORDER BY reason",
                 (f"%{family}.%",),
             )
         ).fetchall()

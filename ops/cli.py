@@ -195,8 +195,11 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         total = 0
         for name in names:
             if args.action == "list":
-                async for _, entry in dlq.read(settings, name, reason=args.reason):
-                    print(json.dumps({"topic": name, **entry}, ensure_ascii=False))
+                async for failure in dlq.read(settings, name, reason=args.reason, include_redriven=args.all):
+                    shown = {"topic": name, **failure.entry}
+                    if args.all:
+                        shown["outstanding"] = failure.outstanding
+                    print(json.dumps(shown, ensure_ascii=False))
                     total += 1
             else:
                 total += await dlq.redrive(settings, name, reason=args.reason)
@@ -285,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "redrive"))
     p.add_argument("--topic", help="e.g. chat.raw.dlq (default: every DLQ)")
     p.add_argument("--reason", help="only entries with this reason")
+    p.add_argument("--all", action="store_true",
+                   help="list also entries redriven since (each with \"outstanding\"); redrive sends only outstanding ones")
     p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("models", help="registry versions and rollback")

@@ -4,7 +4,17 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
-from schemas.validation import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode, parse, validate, validate_dlq_entry
+from schemas.validation import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DLQ_REASONS,
+    InvalidEvent,
+    decode,
+    decode_redrive_header,
+    parse,
+    validate,
+    validate_dlq_entry,
+    validate_dlq_redriven,
+)
 
 
 def utc_now() -> str:
@@ -24,15 +34,18 @@ def new_event_id() -> str:
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "DLQ_REASONS",
     "FieldRule",
     "InvalidEvent",
     "RAW_TOPIC_SCHEMAS",
     "SCHEMAS",
     "decode",
+    "decode_redrive_header",
     "new_event_id",
     "parse",
     "utc_instant",
     "utc_now",
     "validate",
     "validate_dlq_entry",
+    "validate_dlq_redriven",
 ]

@@ -25,6 +25,7 @@ class FieldRule:
     fields: dict[str, "FieldRule"] | None = None  # rules for an object's known fields
     items: "FieldRule | None" = None  # rule for every array item
     timestamp: bool = False  # an ISO-8601 string with a UTC offset
+    minimum: int | None = None  # integers
 
     def accepts(self, value: Any) -> bool:
         # bool is an int in Python; a JSON true is never a valid number or integer here.
@@ -104,12 +105,30 @@ SCHEMAS: dict[str, dict[str, FieldRule]] = {
 # Records that only stages write, on the topics stages read: checked as strictly as the apps' events, because a
 # record from anyone else (an operator's kcat, a buggy tool) must not stop the stage that reads it. A DLQ entry
 # has no "schema" field of its own in old records, so its rules are looked up by topic, not by schema.
+_SOURCE_POSITION = {
+    "topic": _req("string", non_empty=True), "partition": _req("integer", minimum=0),
+    "offset": _req("integer", minimum=0),
+}
+# Where a redriven record first failed, and which redrive sent it back (1 for the first): the redrive command sets
+# it in a record header, and the DLQ entry of a record that fails again carries it, so that entry and the first one
+# count as one failure, and a later redrive knows whether the last attempt failed too.
+REDRIVE = {
+    "partition": _req("integer", minimum=0), "offset": _req("integer", minimum=0),
+    "generation": _req("integer", minimum=1),
+}
 DLQ_ENTRY = {
     "reason": _req("string", non_empty=True),
     "ts": _req("string", non_empty=True, timestamp=True),
-    "source": _req("object", fields={
-        "topic": _req("string", non_empty=True), "partition": _req("integer"), "offset": _req("integer"),
-    }),
+    "source": _req("object", fields=_SOURCE_POSITION),
+    "redrive": _opt("object", fields=REDRIVE),
+}
+# Written to a DLQ topic by `learnstream dlq redrive` once the entry's original bytes were sent back: the entry is
+# no longer outstanding unless an entry of the same or a later generation says the attempt failed again.
+DLQ_REDRIVEN = {
+    "schema": _req("string", choices=("dlq.redriven.v1",)),
+    "source": _req("object", fields=_SOURCE_POSITION),
+    "generation": _req("integer", minimum=1),
+    "ts": _req("string", non_empty=True, timestamp=True),
 }
 INTERNAL_SCHEMAS: dict[str, dict[str, FieldRule]] = {
     "skip.v1": {"event_id": _ID, "family": _req("string", choices=("chat", "image")), "reason": _ID},

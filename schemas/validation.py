@@ -11,12 +11,20 @@ from typing import Any
 
 import orjson
 
-from schemas.types import DLQ_ENTRY, FieldRule, INTERNAL_SCHEMAS, SCHEMAS
+from schemas.types import DLQ_ENTRY, DLQ_REDRIVEN, REDRIVE, FieldRule, INTERNAL_SCHEMAS, SCHEMAS
 
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 MAX_DEPTH = 8
 # SQLite's integers are 64-bit: a larger JSON integer would fail the store's transaction, not the record.
 MAX_INTEGER = 2**63 - 1
+MAX_REDRIVE_HEADER_BYTES = 256
+# Every machine-readable reason a DLQ entry can give (metrics start at 0 for each): validation's, then the stages'
+# (not an anonymized record, an event the anonymizer could not process, a sample that cannot be unsealed).
+DLQ_REASONS = (
+    "oversize", "invalid_utf8", "invalid_json", "not_an_object", "too_deep", "unknown_schema", "missing_field",
+    "missing_consent", "wrong_type", "invalid_value",
+    "invalid_record", "anonymizer_error", "unsealable",
+)
 
 
 @dataclass
@@ -93,6 +101,21 @@ def validate_dlq_entry(entry: Any) -> dict[str, Any]:
     return entry
 
 
+def validate_dlq_redriven(marker: Any) -> dict[str, Any]:
+    """Check a redrive marker as the store and `dlq` read it back from a DLQ topic."""
+    if not isinstance(marker, dict):
+        raise InvalidEvent("not_an_object", None, "a redrive marker is a JSON object")
+    _check_object(marker, DLQ_REDRIVEN, prefix="")
+    return marker
+
+
+def decode_redrive_header(raw: bytes) -> dict[str, Any]:
+    """The redrive header of a record (anyone can set headers, so it is checked like an event)."""
+    info = decode(raw, max_bytes=MAX_REDRIVE_HEADER_BYTES)
+    _check_object(info, REDRIVE, prefix="")
+    return info
+
+
 def parse(raw: bytes, *, expected: tuple[str, ...] | None = None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict:
     return validate(decode(raw, max_bytes=max_bytes), expected=expected)
 
@@ -123,6 +146,8 @@ def _check_value(value: Any, rule: FieldRule, path: str) -> None:
         raise InvalidEvent("invalid_value", path, f"must be one of {', '.join(map(str, rule.choices))}")
     if rule.kind == "integer" and not -MAX_INTEGER <= value <= MAX_INTEGER:
         raise InvalidEvent("invalid_value", path, "must fit in 64 bits")
+    if rule.minimum is not None and value < rule.minimum:
+        raise InvalidEvent("invalid_value", path, f"must be at least {rule.minimum}")
     if rule.non_empty and len(value) == 0:
         raise InvalidEvent("invalid_value", path, "must not be empty")
     if rule.timestamp and not _is_utc_timestamp(value):

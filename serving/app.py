@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from learnstream import topics
 from learnstream.config import Settings
 from learnstream.extras import LOCAL_CHAT
-from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS
+from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS, start_serving_at_zero
 from learnstream.pii.redaction import RequestRedactor
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import Registry, RegistryError, Version, rollback
@@ -97,6 +97,7 @@ class Serving:
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        start_serving_at_zero(safety.flag_labels())
         await self.store.start()
         await self.events.start()
         if self.remote is not None:

@@ -234,6 +234,10 @@ class RouterMetrics:
             "learnstream_chat_backend_latency_seconds", "Duration of backend calls, failed ones included", labels,
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0), registry=registry,
         )
+        for arm in (CONTROL, TREATMENT):  # at 0 from the start, so an arm's dashboards read 0 before its first call
+            for backend in ("local", "remote"):
+                for metric in (self.requests, self.errors, self.replies, self.latency):
+                    metric.labels(arm, backend)
 
 
 class ChatRouter:

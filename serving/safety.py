@@ -363,6 +363,14 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
 _COMPILED = {category: [re.compile(pattern) for pattern in patterns] for category, patterns in _PATTERNS.items()}
 
 
+def flag_labels() -> list[tuple[str, str]]:
+    """Every (category, layer) a flag is counted under (serving/app.py), so the metric starts at 0 for each."""
+    classes = safety_classifier.default().classes
+    return ([(category, "rules") for category in _PATTERNS]
+            + [(category, "classifier") for category in classes if category != safety_classifier.ORDINARY]
+            + [("session", "session"), ("session", "combined")])
+
+
 def crisis_threshold() -> float:
     """The classifier's crisis threshold: what three uneasy turns of one session must add up to."""
     return safety_classifier.default().thresholds["crisis"]

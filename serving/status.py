@@ -53,6 +53,7 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         "skipped_no_consent": await store.skipped_count(family),
         "dlq": sum(dlq.values()),
         "dlq_by_reason": dlq,
+        "dlq_redriven": sum((await store.dlq_by_reason(family, redriven=True)).values()),
         "runs": len(runs),
         "last_run": state.get("last_run"),
         "recent_runs": runs[-RECENT_RUNS:],

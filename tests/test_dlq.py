@@ -121,8 +121,8 @@ async def test_hostile_payloads_land_in_the_dlq_and_odd_valid_text_is_stored_int
     # The metric, by reason: at least once each (a redelivered batch would count its entries again).
     assert all(dlq_count(*key) - before[key] >= n for key, n in expected.items())
 
-    entries = [entry for topic in ("chat.raw.dlq", "erasure.requests.dlq")
-               for _, entry in [item async for item in dlq.read(settings, topic)]]
+    entries = [failure.entry for topic in ("chat.raw.dlq", "erasure.requests.dlq")
+               for failure in [item async for item in dlq.read(settings, topic)]]
     for entry in entries:
         assert entry["source"]["topic"] in ("chat.raw", "erasure.requests") and entry["source"]["offset"] >= 0
         assert entry["reason"] and entry["ts"] and entry["sha256"] and entry["length"] > 0
@@ -162,6 +162,14 @@ async def test_dlq_list_then_redrive_after_the_limit_is_raised(make_settings, st
     assert sorted(e["reason"] for e in listed) == ["invalid_utf8", "oversize"]
     assert all(e["topic"] == "chat.raw.dlq" and e["source"]["topic"] == "chat.raw" for e in listed)
 
+    # Redriven before the fix, it fails again: the same failure (counted once), outstanding again.
+    done = await asyncio.to_thread(run_cli, settings, "dlq", "redrive", "--topic", "chat.raw", "--reason", "oversize")
+    assert "redriven 1" in done.stderr
+    again = await wait_for(lambda: _failed_again(settings))
+    assert again.outstanding and again.entry["redrive"]["generation"] == 1
+    async with Store(settings.store_path) as store:
+        assert await wait_for(lambda: _dlq_total(store, 2)) == {"invalid_utf8": 1, "oversize": 1}
+
     await pipeline.stop()  # the fix: a higher limit, then the entries go back
     raised = dataclasses.replace(settings, max_event_bytes=8192)
     await start_pipeline(raised, roles=("anonymizer", "store"))
@@ -171,6 +179,28 @@ async def test_dlq_list_then_redrive_after_the_limit_is_raised(make_settings, st
     [sample] = await stored_samples(settings)
     assert sample["event_id"] == pseudonym(settings.key_bytes(), "event", big["event_id"])
     assert sample["text"] == big["text"]
+    # Marked: no longer listed, counted or redriven (only with --all, as not outstanding).
+    async with Store(settings.store_path) as store:
+        assert await wait_for(lambda: _redriven(store)) == {"oversize": 1}
+        assert await store.dlq_by_reason("chat") == {"invalid_utf8": 1}
+    listed = (await asyncio.to_thread(run_cli, raised, "dlq", "list", "--topic", "chat.raw")).stdout.splitlines()
+    assert [json.loads(line)["reason"] for line in listed] == ["invalid_utf8"]
+    every = (await asyncio.to_thread(run_cli, raised, "dlq", "list", "--topic", "chat.raw", "--all")).stdout
+    assert sorted((e["reason"], e["outstanding"]) for e in map(json.loads, every.splitlines())) == [
+        ("invalid_utf8", True), ("oversize", False)]
+    done = await asyncio.to_thread(run_cli, raised, "dlq", "redrive", "--topic", "chat.raw", "--reason", "oversize")
+    assert "redriven 0" in done.stderr
+
+
+async def _failed_again(settings) -> dlq.Failure | None:
+    async for failure in dlq.read(settings, "chat.raw.dlq", reason="oversize"):
+        if failure.failed == 1:
+            return failure
+    return None
+
+
+async def _redriven(store: Store) -> dict[str, int] | None:
+    return await store.dlq_by_reason("chat", redriven=True) or None
 
 
 @pytest.fixture(scope="module")

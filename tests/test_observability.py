@@ -215,12 +215,18 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, what: str, tim
 
 
 @contextmanager
-def prometheus_server(tmp_path: Path, *, target: str) -> Iterator[str]:
-    """A real Prometheus scraping `target` every second as the learnstream-serving job; yields its base URL."""
+def prometheus_server(tmp_path: Path, *, target: str, token: str) -> Iterator[str]:
+    """A real Prometheus scraping `target` every second as the learnstream-serving job, sending `token` as the
+    repository's prometheus.yml does (from a file); yields its base URL."""
+    token_file = tmp_path / "admin_token"
+    token_file.write_text(token)
+    [job] = [j for j in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+             if j["job_name"] == "learnstream-serving"]
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({
         "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "learnstream-serving", "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [{"job_name": "learnstream-serving", "static_configs": [{"targets": [target]}],
+                            "authorization": {**job["authorization"], "credentials_file": str(token_file)}}],
     }))
     address = f"127.0.0.1:{free_port()}"
     log = tmp_path / "prometheus.log"
@@ -266,10 +272,11 @@ def chat_event(n: int) -> dict[str, Any]:
 
 @pytest.mark.kafka
 async def test_a_real_prometheus_scrapes_the_serving_role(make_settings, start_pipeline, tmp_path: Path) -> None:
-    settings = make_settings()
+    settings = make_settings(api_tokens="app:obs-app-token,admin:obs-admin-token")
     serving = f"127.0.0.1:{settings.http_port}"
+    app, admin = {"Authorization": "Bearer obs-app-token"}, {"Authorization": "Bearer obs-admin-token"}
     # Started first: its own start-up overlaps the pipeline's; until serving listens, scrapes fail (target down).
-    with prometheus_server(tmp_path, target=serving) as prometheus:
+    with prometheus_server(tmp_path, target=serving, token="obs-admin-token\n") as prometheus:
         pipeline = await start_pipeline(settings, roles=("serving", "trainer"))
 
         async def served() -> dict[str, int] | None:
@@ -284,11 +291,21 @@ async def test_a_real_prometheus_scrapes_the_serving_role(make_settings, start_p
 
             expected_versions = await eventually(served, what="serving to load both families", timeout=45)
             body = b"\n".join(orjson.dumps(chat_event(n)) for n in range(3))
-            async with http.post(f"http://{serving}/api/events", data=body) as response:
+            async with http.get(f"http://{serving}/metrics") as response:
+                assert response.status == 401  # an anonymous scrape gets nothing
+            async with http.get(f"http://{serving}/metrics", headers=admin) as response:
+                fresh = await response.text()
+            # Known label values start at 0, so dashboards and alerts read 0 on a fresh stack, not "no data".
+            for series in ('learnstream_dlq_total{reason="oversize",topic="chat.raw"} 0.0',
+                           'learnstream_chat_request_seconds_count{backend="safety"} 0.0',
+                           'learnstream_chat_backend_requests_total{arm="treatment",backend="local"} 0.0'):
+                assert series in fresh, series
+            assert re.search(r'learnstream_safety_flags_total\{category="[a-z_]+",layer="rules"\} 0\.0', fresh)
+            async with http.post(f"http://{serving}/api/events", data=body, headers=app) as response:
                 assert response.status == 202, await response.text()
             produced = REGISTRY.get_sample_value("learnstream_events_produced_total", {"topic": "chat.raw"})
 
-            async with http.get(f"http://{serving}/metrics") as response:
+            async with http.get(f"http://{serving}/metrics", headers=admin) as response:
                 exposition = await response.text()
             lint = promtool("check", "metrics", stdin=exposition)
             assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr

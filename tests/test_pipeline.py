@@ -93,7 +93,7 @@ async def test_bad_events_go_to_the_dlq_and_the_consumer_keeps_going(make_settin
                        "missing_consent": 1, "wrong_type": 1, "oversize": 1}
     from consumers import dlq
 
-    entries = [entry async for _, entry in dlq.read(settings, "chat.raw.dlq")]
+    entries = [failure.entry async for failure in dlq.read(settings, "chat.raw.dlq")]
     oversize = next(e for e in entries if e["reason"] == "oversize")
     assert oversize["truncated"] and oversize["length"] == settings.max_event_bytes + 1
     assert len(oversize["payload"]) == dlq.KEEP_BYTES
