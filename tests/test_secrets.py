@@ -1,11 +1,14 @@
-"""Secrets never print (repr, str, errors) and never travel in a process's argv (read from /proc)."""
+"""Secrets never print (repr, str, errors, log lines) and never travel in a process's argv (read from /proc)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
@@ -67,3 +70,30 @@ async def test_the_training_child_gets_no_secret_in_argv(make_settings) -> None:
     run.cancel()  # what it would train is not this test's concern: the child is killed, not awaited to its end
     with pytest.raises(asyncio.CancelledError):
         await run
+
+
+@pytest.mark.kafka
+async def test_no_secret_reaches_a_log_line(make_settings, start_pipeline, caplog) -> None:
+    """Every role's log, at DEBUG and the libraries' included, while callers with the right, a wrong and no token
+    use the API. (The SASL password is configured but unused: the test broker speaks PLAINTEXT.)"""
+    settings = make_settings(**SECRETS)
+    caplog.set_level(logging.DEBUG)
+    await start_pipeline(settings, roles=("anonymizer", "store", "serving"))
+    base = f"http://127.0.0.1:{settings.http_port}"
+    event = {"schema": "chat.v1", "event_id": "sec-1", "ts": "2026-11-01T10:00:00Z", "user_id": "u-sec",
+             "session_id": "s-sec", "role": "patient", "text": "hello", "consent": {"training": True}}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        for token in (None, "wrong-token", "tok-SECRET-3"):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.post(f"{base}/api/events", data=orjson.dumps(event), headers=headers) as response:
+                assert response.status in (401, 202)
+            async with http.post(f"{base}/api/chat", json={"user_id": "u-sec", "session_id": "s-sec",
+                                                           "message": "hello"}, headers=headers) as response:
+                await response.read()
+            async with http.get(f"{base}/metrics", headers=headers) as response:
+                await response.read()
+    await asyncio.sleep(2)  # the event through the anonymizer and the store
+    logged = caplog.text + "\n".join(str(record.args) for record in caplog.records)
+    assert caplog.records, "nothing was logged"
+    leaked = [name for name, value in SECRETS.items() if value.split(":")[-1] in logged]
+    assert not leaked, leaked
