@@ -177,12 +177,13 @@ def anonymizer_alone(settings: Settings, events: int, warmup: int) -> float:
     """Events per second of Anonymizer.process in stage-sized batches, in a fresh process on one core."""
     # Started while this process is held to the core, the child and every thread it starts are held to it too.
     with one_core(), ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as alone:
-        return alone.submit(_anonymizer_alone, settings, events, warmup).result()
+        # A Settings holds Secrets, which refuse to be pickled: the child gets only what it uses.
+        return alone.submit(_anonymizer_alone, settings.key_bytes(), settings.ner_model, settings.keys_path,
+                            events, warmup).result()
 
 
-def _anonymizer_alone(settings: Settings, events: int, warmup: int) -> float:
-    anonymizer = Anonymizer(key=settings.key_bytes(), ner_model=settings.ner_model, max_event_bytes=1 << 20,
-                            keys=KeyStore(settings.keys_path))
+def _anonymizer_alone(key: bytes, ner_model: str, keys_path: Path, events: int, warmup: int) -> float:
+    anonymizer = Anonymizer(key=key, ner_model=ner_model, max_event_bytes=1 << 20, keys=KeyStore(keys_path))
     for raws in _batches([value for _, value in warmup_events(warmup)]):
         anonymizer.process("chat", raws)
     timed = [value for _, value in chat_events(events, tag="alone")]
