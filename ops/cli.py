@@ -168,14 +168,14 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.replay import replay
 
     settings = _with_bootstrap(settings, start_local=False)
-    bar = tqdm(unit=" records", desc="replay", file=sys.stderr)
+    # Shown after a second, so that a replay that cannot reach the broker prints only its one-line error.
+    with tqdm(unit=" records", desc="replay", file=sys.stderr, delay=1.0) as bar:
 
-    def progress(count: int, rate: float) -> None:
-        bar.update(count - bar.n)
-        bar.set_postfix(rate=f"{rate:,.0f}/s")
+        def progress(count: int, rate: float) -> None:
+            bar.update(count - bar.n)
+            bar.set_postfix(rate=f"{rate:,.0f}/s")
 
-    result = asyncio.run(replay(settings, progress=progress))
-    bar.close()
+        result = asyncio.run(replay(settings, progress=progress))
     print(json.dumps({**dataclasses.asdict(result), "store": str(settings.store_path)}))
     return 0
 
@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run until stopped: their operators need the clients' own retry errors in the log.
+SERVICES = {"up", "demo"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # usage errors: argparse's message and exit code 2
     return run_command(lambda: _run(args))
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    setup_logging(verbose=args.verbose, json_logs=settings.json_logs)
+    setup_logging(verbose=args.verbose, json_logs=settings.json_logs, one_shot=args.command not in SERVICES)
     return args.func(settings, args)
 
 

@@ -44,7 +44,9 @@ class RepeatLimiter(logging.Filter):
         return True
 
 
-def setup_logging(*, verbose: bool = False, json_logs: bool = False) -> None:
+def setup_logging(*, verbose: bool = False, json_logs: bool = False, one_shot: bool = False) -> None:
+    """one_shot: a command that reports its own failure in one line (the CLI's reads and writes), so
+    aiokafka's own connection errors would only print the same failure twice, before it; unless verbose."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RepeatLimiter())
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
@@ -53,6 +55,8 @@ def setup_logging(*, verbose: bool = False, json_logs: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     quiet_libraries(verbose=verbose)
+    if one_shot and not verbose:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def quiet_libraries(*, verbose: bool) -> None:
