@@ -18,9 +18,15 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from learnstream.pii import TextAnonymizer
+from learnstream.registry import Registry, RegistryError, Version
+from learnstream.textnorm import fold as fold_text
 from schemas import utc_instant
+
+if TYPE_CHECKING:
+    from learnstream.store import Store
 
 LINEAGE_FILE = "lineage.json"
 SCHEMA = "lineage.v1"
@@ -97,13 +103,14 @@ def read(path: Path, manifest: dict[str, Any]) -> dict[str, datetime] | None:
     return parse(raw)
 
 
-def marks(versions: list[Any], erasures: dict[str, str], erased_samples: list[tuple[int, str]]
-          ) -> dict[int, str]:
-    """Version number -> why it holds erased data, for every marked version (learnstream.registry.Version list;
-    erasures: owner pseudonym -> the erasure's ts; erased_samples: (sample id, erased_at) for older versions).
+def marks(versions: list[Version], erasures: dict[str, str], erased_samples: list[tuple[int, str]], *,
+          unreadable: dict[int, str] | None = None) -> dict[int, str]:
+    """Version number -> why it holds erased data, for every marked version. erasures: owner pseudonym -> the
+    erasure's ts; erased_samples: (sample id, erased_at), for versions made before sidecars.
+    unreadable: version number -> why its manifest could not be read (marked, and so are its descendants).
     Reasons name counts and versions, never an owner."""
     erased_at = {owner: utc_instant(ts) for owner, ts in erasures.items()}
-    found: dict[int, str] = {}
+    found = {number: f"{why}: treated as holding erased data" for number, why in (unreadable or {}).items()}
     for version in sorted(versions, key=lambda v: v.number):
         manifest = version.manifest
         try:
@@ -134,6 +141,24 @@ def _legacy_reason(manifest: dict[str, Any], erased_samples: list[tuple[int, str
     return f"made before lineage sidecars; {hit} erased sample(s) within its watermark" if hit else None
 
 
+MAX_OVERRIDE_CHARS = 300
+
+
+def override_reason(text: Any, *, key: bytes) -> str:
+    """The operator's reason for serving a version that holds erased data, as the promotion history keeps it:
+    invisible characters removed, spaces collapsed, at most MAX_OVERRIDE_CHARS, and names, e-mail addresses,
+    phone numbers and other identifiers replaced by placeholders (word lists and rules; no NER model is loaded
+    for this). ValueError when nothing is left to keep."""
+    if not isinstance(text, str):
+        raise ValueError("the --allow-erased reason must be text")
+    cleaned = " ".join(fold_text(text).text.split())
+    if not cleaned:
+        raise ValueError("--allow-erased needs a reason (say why this version may be served again)")
+    if len(cleaned) > MAX_OVERRIDE_CHARS:
+        raise ValueError(f"the --allow-erased reason is longer than {MAX_OVERRIDE_CHARS} characters")
+    return TextAnonymizer(key=key, ner_model=None).anonymize(cleaned, "rollback-override")
+
+
 def override(history: list[dict[str, Any]], number: int) -> str | None:
     """The operator's reason when the latest change of the served version was a rollback to `number` with
     --allow-erased; None otherwise (an override lasts until another version is served)."""
@@ -145,6 +170,20 @@ def override(history: list[dict[str, Any]], number: int) -> str | None:
     return None
 
 
-async def family_marks(registry: Any, store: Any, family: str) -> dict[int, str]:
-    """marks() for one family from its registry (learnstream.registry.Registry) and store (learnstream.store.Store)."""
-    return marks(registry.versions(family), await store.erasures(), await store.erased_samples(family))
+async def family_marks(registry: Registry, store: Store, family: str) -> dict[int, str]:
+    """marks() for one family from its registry and the store's erasure ledger."""
+    versions, unreadable = [], {}
+    for number in registry.numbers(family):
+        try:
+            versions.append(registry.get(family, number))
+        except RegistryError as exc:
+            unreadable[number] = str(exc)
+    return marks(versions, await store.erasures(), await store.erased_samples(family), unreadable=unreadable)
+
+
+async def served_refusal(registry: Registry, store: Store, family: str, number: int) -> str | None:
+    """Why serving must not load `number` (it holds erased data and no --allow-erased rollback chose it), or None."""
+    reason = (await family_marks(registry, store, family)).get(number)
+    if reason is not None and override(registry.history(family), number):
+        return None
+    return reason

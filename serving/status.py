@@ -27,7 +27,7 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
     runs = [r for r in training_metrics(settings.registry_dir)["runs"] if r["family"] == family]
     dlq = await store.dlq_by_reason(family)
     latest = next((v for v in reversed(versions) if v.number > 0), None)
-    marks = lineage.marks(versions, await store.erasures(), await store.erased_samples(family))
+    marks = await lineage.family_marks(registry, store, family)
     served = registry.served(family)
     return {
         "samples_stored": await store.count(family),

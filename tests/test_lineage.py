@@ -3,18 +3,31 @@ version holding them and every descendant not retrained from scratch."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learnstream import lineage
+from learnstream import kafka, lineage, topics
 from learnstream.pseudonym import pseudonym
-from learnstream.registry import Registry, Version
+from learnstream.registry import Registry, Version, model_updated_event
+from learnstream.store import Store
+from producers.sdk import EventProducer
+from schemas import utc_now
+from tests.procs import CLI_TIMEOUT_S, REPO, settings_env
+from tests.test_e2e import wait_served
+from tests.test_pipeline import wait_for
+from tests.test_privacy_e2e import event
 
 KEY = b"k" * 32
 ALICE, BOB = pseudonym(KEY, "user", "alice"), pseudonym(KEY, "user", "bob")
@@ -150,3 +163,93 @@ def test_a_version_without_a_lineage_entry_is_older_and_an_unlisted_sidecar_is_r
     assert lineage.read(tmp_path, {}) is None  # a version from before sidecars
     with pytest.raises(lineage.LineageError):
         lineage.read(tmp_path, {"lineage": {"file": "lineage.json"}, "files": {}})
+
+
+# ---- on the real broker ------------------------------------------------------------------------------------
+
+
+def _cli(settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], cwd=REPO, env=settings_env(settings),
+                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+
+
+async def _rollback_http(settings, body: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{settings.http_port}/api/models/chat/rollback", json=body) as r:
+            return r.status, await r.json()
+
+
+@pytest.mark.kafka
+async def test_old_timestamps_two_versions_an_erasure_marks_both_and_neither_is_served_again(
+        make_settings, start_pipeline, caplog):
+    caplog.set_level(logging.INFO)
+    settings = make_settings(chat_threshold=4)
+    pipeline = await start_pipeline(settings)
+    old = "2020-03-01T10:00:00Z"  # the app's clock: years before either version was made
+    async with EventProducer(settings) as events:
+        for run, users in enumerate((("erase-me", "keep-me"), ("keep-me", "keep-too"))):
+            for user in users:
+                for n, role in enumerate(("patient", "therapist")):
+                    await events.send({**event(n, user=user, session=f"s-{user}-{run}", text=f"turn {n} about sleep",
+                                               role=role), "ts": old})
+            await wait_served(pipeline, run + 1)
+        await events.send({"schema": "erasure.v1", "event_id": "erase-1", "ts": utc_now(), "user_id": "erase-me"})
+    owner = pseudonym(settings.key_bytes(), "user", "erase-me")
+
+    async def erased() -> bool:
+        async with Store(settings.store_path) as store:
+            return owner in await store.erasures()
+
+    await wait_for(erased)
+    status = orjson.loads((await pipeline.serving.status(None)).body)["families"]["chat"]
+    assert status["erased_in_versions"] == [1, 2]
+    assert [v["erased"] is not None for v in status["versions"]] == [False, True, True]
+    assert status["served_version"] == 2 and status["served_version_erased"]
+    assert owner not in json.dumps(status)
+    listed = [json.loads(line) for line in (await asyncio.to_thread(_cli, settings, "models", "list", "--family",
+                                                                    "chat")).stdout.splitlines()]
+    assert [row["erased"] is not None for row in listed] == [False, True, True]
+
+    # Rollback to a marked version: refused by the CLI (exit 1, one line) and the HTTP route (409).
+    refused = await asyncio.to_thread(_cli, settings, "models", "rollback", "chat", "1")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "holds erased data" in refused.stderr and "--allow-erased" in refused.stderr
+    assert (await _rollback_http(settings, {"version": 1}))[0] == 409
+    assert (await _rollback_http(settings, {"version": 1, "allow_erased": "\u200b \u00a0"}))[0] == 400
+    blank = await asyncio.to_thread(_cli, settings, "models", "rollback", "chat", "1", "--allow-erased", " ")
+    assert blank.returncode == 1 and "needs a reason" in blank.stderr
+    assert settings_served(settings) == 2
+
+    # Serving refuses a marked version announced on model.updated: a log line, the served model stays.
+    registry = Registry(settings.registry_dir)
+    await _announce(settings, registry.get("chat", 1))
+    async def refused_in_the_log() -> bool:
+        return any("version 1 not swapped in: erased data" in r.getMessage() for r in caplog.records)
+
+    await wait_for(refused_in_the_log)
+    assert pipeline.serving.holders["chat"].version == 2
+
+    # With --allow-erased and a reason it goes ahead: logged, and the reason kept in the history.
+    allowed = await asyncio.to_thread(_cli, settings, "models", "rollback", "chat", "1", "--allow-erased",
+                                      "legal hold, ticket 7, asked by alice@example.com")
+    assert allowed.returncode == 0, allowed.stderr
+    await wait_served(pipeline, 1)
+    entry = registry.history("chat")[-1]
+    assert entry["decision"] == "rollback" and entry["allow_erased"].startswith("legal hold, ticket 7, asked by [EMAIL_")
+    status = orjson.loads((await pipeline.serving.status(None)).body)["families"]["chat"]
+    assert status["served_version_override"] == entry["allow_erased"]
+
+
+def settings_served(settings) -> int | None:
+    return Registry(settings.registry_dir).served("chat")
+
+
+async def _announce(settings, version: Version) -> None:
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        event = model_updated_event(version, decision="promoted", reason="a test announces it")
+        await producer.send_and_wait(topics.prefixed(settings, topics.MODEL_UPDATED), orjson.dumps(event),
+                                     key=b"chat")
+    finally:
+        await producer.stop()
