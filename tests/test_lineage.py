@@ -24,6 +24,7 @@ from learnstream.registry import Registry, Version, model_updated_event
 from learnstream.store import Store
 from producers.sdk import EventProducer
 from schemas import utc_now
+from serving.holders import ModelHolder
 from tests.procs import CLI_TIMEOUT_S, REPO, settings_env
 from tests.test_e2e import wait_served
 from tests.test_pipeline import wait_for
@@ -90,6 +91,39 @@ def test_an_override_lasts_until_another_version_is_served():
     assert lineage.override(history[:2], 1) is None
     assert lineage.override([*history, {"version": 4, "decision": "promoted"}], 1) is None
     assert lineage.override([*history, {"version": 1, "decision": "rollback"}], 1) is None
+
+
+class Loaded:
+    def __init__(self, version: Version) -> None:
+        self.version = version.number
+
+
+async def test_a_holder_never_loads_a_refused_version_and_says_so_once(tmp_path, caplog):
+    registry = Registry(tmp_path)
+    commit(registry, [], parent=None, from_scratch=True)
+    commit(registry, [sample(ALICE, OLD)], parent=0)
+    answers = iter([None, "trained on samples of 1 erased person(s)", "trained on samples of 1 erased person(s)",
+                    RuntimeError("database is locked")])
+
+    async def refusal(number: int) -> str | None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    holder = ModelHolder("chat", registry, load=Loaded, refusal=refusal)
+    try:
+        assert await holder.swap_to(0) and holder.version == 0
+        with caplog.at_level(logging.ERROR, logger="serving.holders"):
+            assert not await holder.swap_to(1)
+            assert not await holder.swap_to(1)  # reconciliation asks again: no second line
+            assert not await holder.swap_to(1)  # a failing check refuses too, never raises
+        assert holder.version == 0
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 2 and "version 1 not swapped in: erased data" in lines[0]
+        assert "could not be checked: RuntimeError" in lines[1]
+    finally:
+        holder.close()
 
 
 # ---- the sidecar parser ------------------------------------------------------------------------------------
@@ -163,6 +197,28 @@ def test_a_version_without_a_lineage_entry_is_older_and_an_unlisted_sidecar_is_r
     assert lineage.read(tmp_path, {}) is None  # a version from before sidecars
     with pytest.raises(lineage.LineageError):
         lineage.read(tmp_path, {"lineage": {"file": "lineage.json"}, "files": {}})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(max_size=400), st.none(), st.integers(), st.lists(st.text(max_size=5), max_size=2)))
+def test_an_override_reason_is_kept_cleaned_or_refused_with_a_message(text):
+    try:
+        kept = lineage.override_reason(text, key=KEY)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert kept and kept == kept.strip() and "\u200b" not in kept and "  " not in kept
+
+
+@pytest.mark.parametrize("text", ["", " ", "\u200b\u00a0\u2060", "\t\n", "x" * 301])
+def test_a_blank_or_overlong_override_reason_is_refused(text):
+    with pytest.raises(ValueError):
+        lineage.override_reason(text, key=KEY)
+
+
+def test_an_override_reason_keeps_no_identifier():
+    kept = lineage.override_reason("legal\u200b hold:\u00a0call Priya on 07700 900461", key=KEY)
+    assert kept.startswith("legal hold: call ") and "07700" not in kept
 
 
 # ---- on the real broker ------------------------------------------------------------------------------------
