@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,12 +24,18 @@ from typing import Any, Iterator
 
 from schemas import new_event_id, utc_now
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 STAGING_PREFIX = ".staging-"
 
 
 class RegistryError(Exception):
     """A version is missing, incomplete, tampered with, or outside the registry."""
+
+
+class ErasedVersion(Exception):
+    """A rollback to a version holding erased data (learnstream/lineage.py) without an operator's override."""
 
 
 class RegistryBusy(Exception):
@@ -224,10 +231,23 @@ def model_updated_event(version: Version, *, decision: str, reason: str) -> dict
     }
 
 
-def rollback(registry: Registry, family: str, number: int) -> dict[str, Any]:
-    """Make an existing, intact version the served one; returns the model.updated event to publish."""
+def rollback(registry: Registry, family: str, number: int, *, erased: str | None = None,
+             allow_erased: str | None = None) -> dict[str, Any]:
+    """Make an existing, intact version the served one; returns the model.updated event to publish.
+    erased: why the version holds erased data (learnstream.lineage.marks), if it does: then the rollback is
+    refused unless allow_erased gives the operator's reason, which the promotion history keeps."""
     version = registry.verify(family, number)
+    if erased is not None and not allow_erased:
+        raise ErasedVersion(f"{family} version {number} holds erased data ({erased}); not rolled back "
+                            "(--allow-erased REASON overrides)")
     registry.set_served(family, number)
     reason = f"rollback to version {number} by an operator"
-    registry.record_decision(family, {"ts": utc_now(), "version": number, "decision": "rollback", "reason": reason})
+    entry: dict[str, Any] = {"ts": utc_now(), "version": number, "decision": "rollback"}
+    if erased is not None:
+        entry.update(erased=erased, allow_erased=allow_erased)
+        reason += ", allowed although it holds erased data (--allow-erased)"
+        # The reason itself stays in the history: it is the operator's text.
+        log.warning("%s: rollback to version %d, which holds erased data (%s), allowed by an operator's "
+                    "--allow-erased; the reason is in the promotion history", family, number, erased)
+    registry.record_decision(family, {**entry, "reason": reason})
     return model_updated_event(version, decision="promoted", reason=reason)

@@ -233,6 +233,11 @@ class Store:
         rows = await (await self.db.execute("SELECT owner FROM erasures")).fetchall()
         return {row[0] for row in rows}
 
+    async def erasures(self) -> dict[str, str]:
+        """Erased owner pseudonym -> the erasure's ts (learnstream/lineage.py marks the versions holding their data)."""
+        rows = await (await self.db.execute("SELECT owner, ts FROM erasures")).fetchall()
+        return {owner: ts for owner, ts in rows}
+
     async def erased_samples(self, family: str) -> list[tuple[int, str]]:
         """(sample id, erased_at) of erased samples: the registry marks versions trained on them."""
         rows = await (

@@ -216,7 +216,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.action == "list":
         return list_models(settings, args.family)
-    return rollback_model(_with_bootstrap(settings, start_local=False), args.family, args.version)
+    return rollback_model(_with_bootstrap(settings, start_local=False), args.family, args.version,
+                          allow_erased=args.allow_erased)
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = models.add_parser("rollback")
     q.add_argument("family", choices=FAMILIES)
     q.add_argument("version", type=int)
+    q.add_argument("--allow-erased", metavar="REASON",
+                   help="roll back even to a version that holds erased data; the reason (no names: a ticket, "
+                        "a legal hold) goes into the promotion history")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("report", help="a PNG plot of the training runs and a short HTML summary")

@@ -39,8 +39,14 @@ def print_status(settings: Settings, *, as_json: bool) -> int:
             loss = "" if run.get("loss") is None else f", loss {run['loss']:.4f}"
             print(f"  v{run['version']} {run['decision']}: {run['samples']} samples{loss}, "
                   f"{run.get('time_s') or 0:.1f}s ({run['finished_at']})")
-        if f["erased_in_versions"]:
-            print(f"  versions trained on since-erased data: {f['erased_in_versions']}")
+        for version in f["versions"]:
+            if version["erased"]:
+                print(f"  v{version['version']} holds erased data: {version['erased']}")
+        if f["served_version_erased"]:
+            why = (f"served by an --allow-erased rollback: {f['served_version_override']}" if f["served_version_override"]
+                   else "kept until a version without it is promoted (`learnstream train --family "
+                        f"{family} --from-scratch`)")
+            print(f"  the served version holds erased data; {why}")
     if status["degraded"]:
         print("\ndegraded:")
         for problem in status["degraded"]:

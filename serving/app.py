@@ -10,13 +10,13 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from learnstream import topics
+from learnstream import lineage, topics
 from learnstream.config import Settings
 from learnstream.extras import LOCAL_CHAT
 from learnstream.metrics import NAMES_NOT_REMOVED, REQUEST_SECONDS, SAFETY_FLAGS, start_serving_at_zero
 from learnstream.pii.redaction import RequestRedactor
 from learnstream.pseudonym import pseudonym
-from learnstream.registry import Registry, RegistryError, Version, rollback
+from learnstream.registry import ErasedVersion, Registry, RegistryError, Version, rollback
 from learnstream.secret import reveal
 from learnstream.store import Store
 from producers.http_ingest import MAX_BODY_BYTES, events_handler
@@ -75,8 +75,8 @@ class Serving:
         local_chat_unavailable = LOCAL_CHAT.unavailable()
         self.holders = {
             "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation),
-                                unavailable=local_chat_unavailable),
-            "image": ModelHolder("image", self.registry, load=_load_image),
+                                unavailable=local_chat_unavailable, refusal=self._refusal("chat")),
+            "image": ModelHolder("image", self.registry, load=_load_image, refusal=self._refusal("image")),
         }
         self.updates = ModelUpdates(settings, self.holders)
         self.events = EventProducer(settings)
@@ -120,6 +120,12 @@ class Serving:
         await self.store.stop()
         for holder in self.holders.values():
             holder.close()
+
+    def _refusal(self, family: str):
+        """A holder never loads a version that holds erased data unless an operator's --allow-erased chose it."""
+        async def refusal(number: int) -> str | None:
+            return await lineage.served_refusal(self.registry, self.store, family, number)
+        return refusal
 
     async def __aenter__(self) -> "Serving":
         await self.start()
@@ -272,18 +278,27 @@ class Serving:
         body = await _json_body(request)
         version = body.get("version")
         if family not in self.holders or not isinstance(version, int) or isinstance(version, bool):
-            raise _bad_request("POST /api/models/{chat|image}/rollback with {\"version\": <int>}")
+            raise _bad_request("POST /api/models/{chat|image}/rollback with {\"version\": <int>, \"allow_erased\"?: <reason>}")
+        try:
+            override = (None if body.get("allow_erased") is None
+                        else lineage.override_reason(body["allow_erased"], key=self.key))
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
+        erased = (await lineage.family_marks(self.registry, self.store, family)).get(version)
         try:  # in a thread: the lock may wait for the trainer's commit, and verifying hashes every file
-            event = await asyncio.to_thread(self._rollback, family, version)
+            event = await asyncio.to_thread(self._rollback, family, version, erased, override)
         except RegistryError as exc:
             raise web.HTTPNotFound(text=orjson.dumps({"error": str(exc)}).decode(),
+                                   content_type="application/json") from None
+        except ErasedVersion as exc:
+            raise web.HTTPConflict(text=orjson.dumps({"error": str(exc)}).decode(),
                                    content_type="application/json") from None
         await self.events.send_raw(topics.MODEL_UPDATED, orjson.dumps(event), key=family.encode())
         return web.json_response({"family": family, "served_version": version})
 
-    def _rollback(self, family: str, version: int) -> dict[str, Any]:
+    def _rollback(self, family: str, version: int, erased: str | None, override: str | None) -> dict[str, Any]:
         with self.registry.writer_lock(wait=True):
-            return rollback(self.registry, family, version)
+            return rollback(self.registry, family, version, erased=erased, allow_erased=override)
 
     # ---- images --------------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from learnstream.metrics import SERVED_VERSION, SWAP_SECONDS, SWAPS
 from learnstream.registry import Registry, Version
@@ -62,15 +62,18 @@ def release_memory() -> None:
 
 class ModelHolder:
     def __init__(self, family: str, registry: Registry, *, load: Callable[[Version], Any],
-                 unavailable: str | None = None) -> None:
+                 unavailable: str | None = None, refusal: Callable[[int], Awaitable[str | None]] | None = None) -> None:
         """load(version) -> a ready model (loaded AND warmed up); it runs in the loader thread. The model must
         support weak references (any ordinary class does): that is how the holder sees the old one go.
         unavailable: why no version can load on this replica (say, a package the loader needs is not installed);
-        the holder then serves nothing and tries nothing, rather than failing at every event and reconciliation."""
+        the holder then serves nothing and tries nothing, rather than failing at every event and reconciliation.
+        refusal(version) -> why that version must not be loaded (it holds erased data), or None to load it."""
         self.family = family
         self.registry = registry
         self._load = load
         self.unavailable = unavailable
+        self._refusal = refusal
+        self._refused: dict[int, str] = {}  # logged once per version and reason: reconciliation asks every 30 s
         self.current: Served | None = None
         self._swap_lock = asyncio.Lock()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{family}-loader",
@@ -97,6 +100,8 @@ class ModelHolder:
         async with self._swap_lock:  # one swap at a time; the next event waits for this one
             if number == self.version:
                 return True
+            if await self._refused_now(number):
+                return False
             started = time.monotonic()
             loop = asyncio.get_running_loop()
             try:
@@ -118,6 +123,21 @@ class ModelHolder:
                 del previous  # the requests still using it hold the only references left
                 await self._release_when_unused(unused)
             return True
+
+    async def _refused_now(self, number: int) -> bool:
+        try:
+            reason = None if self._refusal is None else await self._refusal(number)
+        except Exception as exc:  # noqa: BLE001 - unknown lineage is refused too; reconciliation asks again
+            reason = f"its lineage could not be checked: {type(exc).__name__}: {exc}"
+        if reason is None:
+            self._refused.pop(number, None)
+            return False
+        if self._refused.get(number) != reason:
+            self._refused[number] = reason
+            SWAPS.labels(family=self.family, result="rejected").inc()
+            log.error("%s: version %d not swapped in: erased data (%s); still serving version %s",
+                      self.family, number, reason, self.version)
+        return True
 
     def close(self) -> None:
         """Let the loader thread go (a swap still running finishes first)."""

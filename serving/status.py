@@ -8,29 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from learnstream import lineage
 from learnstream.config import FAMILIES, Settings
-from learnstream.registry import Registry, RegistryError, Version
+from learnstream.registry import Registry, RegistryError
 from learnstream.store import Store
 from learnstream.training_state import TrainerState, training_metrics
-from schemas import utc_instant
 
 RECENT_RUNS = 5
-
-
-def erased_in_versions(versions: list[Version], erased: list[tuple[int, str]]) -> list[int]:
-    """Versions whose weights carry an erased sample: trained on it (its id within the version's watermark and
-    the version made before the erasure), or descended from such a version without a from-scratch retrain."""
-    affected: dict[int, bool] = {}
-    for version in sorted(versions, key=lambda v: v.number):
-        manifest = version.manifest
-        trained_on = any(
-            sample_id <= manifest.get("watermark", 0) and utc_instant(manifest["created_at"]) < utc_instant(erased_at)
-            for sample_id, erased_at in erased
-        )
-        parent = manifest.get("parent_version")
-        inherited = not manifest.get("from_scratch") and affected.get(parent, False)
-        affected[version.number] = trained_on or inherited
-    return [n for n, hit in affected.items() if hit]
 
 
 async def family_status(settings: Settings, store: Store, registry: Registry, family: str) -> dict[str, Any]:
@@ -43,12 +27,18 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
     runs = [r for r in training_metrics(settings.registry_dir)["runs"] if r["family"] == family]
     dlq = await store.dlq_by_reason(family)
     latest = next((v for v in reversed(versions) if v.number > 0), None)
+    marks = await lineage.family_marks(registry, store, family)
+    served = registry.served(family)
     return {
         "samples_stored": await store.count(family),
         "samples_since_last_run": await store.count(family, after=last_trained),
         "threshold": settings.threshold(family),
         "auto_train": settings.auto_train,
-        "served_version": registry.served(family),
+        "served_version": served,
+        # Set when the served version holds erased data (serving keeps it until a clean version is promoted,
+        # or an operator's --allow-erased rollback chose it: then the override's reason).
+        "served_version_erased": marks.get(served),
+        "served_version_override": lineage.override(registry.history(family), served) if served in marks else None,
         "last_trained_id": last_trained,
         "skipped_no_consent": await store.skipped_count(family),
         "dlq": sum(dlq.values()),
@@ -59,11 +49,12 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         "recent_runs": runs[-RECENT_RUNS:],
         "versions": [
             {"version": v.number, "decision": v.manifest.get("decision"), "reason": v.manifest.get("reason"),
-             "created_at": v.manifest.get("created_at"), "metrics": v.manifest.get("metrics", {})}
+             "created_at": v.manifest.get("created_at"), "metrics": v.manifest.get("metrics", {}),
+             "erased": marks.get(v.number)}
             for v in versions
         ],
         "promotion_history": registry.history(family),
-        "erased_in_versions": erased_in_versions(versions, await store.erased_samples(family)),
+        "erased_in_versions": sorted(marks),  # the versions holding erased data; each one's reason in "versions"
         "report": (latest.manifest.get("metrics", {}).get("report") if latest else None),
     }
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from learnstream import lineage
 from learnstream.config import Settings
 from learnstream.extras import TRAINING
 from learnstream.keystore import KeyStore
@@ -55,6 +56,7 @@ def _create_base(settings: Settings, registry: Registry, family: str) -> Version
             else:
                 build_embedded_base(staged)
         manifest = {
+            "lineage": lineage.write(staged, {}),  # the base holds nobody's data
             "base_model": settings.base_model or ("embedded-gpt2" if family == "chat" else "empty"),
             "parent_version": None,
             "samples": 0,
@@ -131,6 +133,8 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
         decision, reason = gate(family, metrics, settings.promotion_tolerance,
                               promote_without_eval=settings.promote_without_eval)
         manifest = {
+            # Every sample the run read (chat's replay draws from all of them): whose data the weights may hold.
+            "lineage": lineage.write(staged, lineage.owners_of(sample for _, sample in samples)),
             "base_model": parent.manifest.get("base_model"),
             "parent_version": parent_number,
             "samples": count,
