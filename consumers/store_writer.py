@@ -117,12 +117,12 @@ class StoreWriterService(ConsumerStage):
         batch = decoded.batch
         for record, error in decoded.bad:
             await self._dead_letter(record, error, batch)
-        await self.store.write(batch)
+        erased = await self.store.write(batch)
         added = Counter(row[1] for row in batch.samples)
         for family, count in added.items():
             SAMPLES_STORED.labels(family=family).inc(count)
         for family in FAMILIES if batch.erasures else added:
-            await self._announce(family, added[family])
+            await self._announce(family, added[family], erased.get(family))
 
     async def _dead_letter(self, record: ConsumerRecord, error: InvalidEvent, batch: Batch) -> None:
         source = record.topic.removeprefix(self._prefix)
@@ -135,7 +135,7 @@ class StoreWriterService(ConsumerStage):
         await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry), key=record.key)
         dlq.index(batch, topics.dlq(source), entry)
 
-    async def _announce(self, family: str, added: int) -> None:
+    async def _announce(self, family: str, added: int, erased: tuple[int, int] | None) -> None:
         # What this batch added, not a total: counting the whole store per batch would slow as the store grows.
         event = {
             "schema": "samples.stored.v1",
@@ -144,6 +144,9 @@ class StoreWriterService(ConsumerStage):
             "added": added,
             "ts": utc_now(),
         }
+        if erased is not None:
+            # What an erasure removed, and the lowest id: a model trained up to that id or beyond may carry it.
+            event["erased"], event["erased_from"] = erased
         await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_STORED}", orjson.dumps(event),
                                            key=family.encode())
         PRODUCED.labels(topic=topics.SAMPLES_STORED).inc()

@@ -123,9 +123,11 @@ class Store:
             raise RuntimeError("store is not open: call start() or use `async with`")
         return self._db
 
-    async def write(self, batch: Batch) -> None:
+    async def write(self, batch: Batch) -> dict[str, tuple[int, int]]:
         """Apply a batch atomically. Erasures win over samples of the same owner with an earlier or equal ts,
-        whichever order their topics' partitions delivered them in."""
+        whichever order their topics' partitions delivered them in. Returns, per family whose stored samples the
+        batch's erasures removed, (how many, the lowest removed id): the trainer retrains from scratch when a model
+        may have seen them."""
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
@@ -148,9 +150,13 @@ class Store:
                 "SET failed = MAX(failed, excluded.failed), redriven = MAX(redriven, excluded.redriven)",
                 batch.dlq_redrives,
             )
+            erased: dict[str, tuple[int, int]] = {}
             for owner, ts in batch.erasures:
-                await self._erase(owner, ts)
+                for family, count, lowest in await self._erase(owner, ts):
+                    before = erased.get(family, (0, lowest))
+                    erased[family] = (before[0] + count, min(before[1], lowest))
             await db.commit()
+            return erased
         except BaseException:
             await db.rollback()
             raise
@@ -169,13 +175,18 @@ class Store:
             return rows
         return [row for row in rows if row[3] not in erased or utc_instant(erased[row[3]]) < utc_instant(row[2])]
 
-    async def _erase(self, owner: str, ts: str) -> None:
+    async def _erase(self, owner: str, ts: str) -> list[tuple[str, int, int]]:
+        """Delete an owner's samples up to the erasure; (family, count, lowest id) of what went."""
+        removed = await self.db.execute_fetchall(
+            "SELECT family, COUNT(*), MIN(id) FROM samples WHERE owner = ? AND ts <= ? GROUP BY family", (owner, ts)
+        )
         await self.db.execute(
             "INSERT OR IGNORE INTO erased_samples(id, family, erased_at) "
             "SELECT id, family, ? FROM samples WHERE owner = ? AND ts <= ?",
             (ts, owner, ts),
         )
         await self.db.execute("DELETE FROM samples WHERE owner = ? AND ts <= ?", (owner, ts))
+        return [tuple(row) for row in removed]
 
     async def watermark(self, family: str) -> int:
         """The highest stored sample id of a family (0 when none)."""

@@ -64,6 +64,9 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         ],
         "promotion_history": registry.history(family),
         "erased_in_versions": erased_in_versions(versions, await store.erased_samples(family)),
+        # An erasure removed samples a model trained on, and the from-scratch run that follows has not finished yet:
+        # the served version is kept until it is promoted.
+        "erasure_retrain_pending": TrainerState(settings.data_dir).erasures_pending(family) > 0,
         "report": (latest.manifest.get("metrics", {}).get("report") if latest else None),
     }
 
