@@ -22,7 +22,7 @@ from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
-from schemas import InvalidEvent, utc_now, validate
+from schemas import InvalidEvent, is_utc_timestamp, utc_now, validate
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
         for name in ("event_id", "ts", "owner", GROUP_FIELDS[schema.split(".", 1)[0]]):
             if not isinstance(value.get(name), str):
                 raise InvalidEvent("missing_field", name, "required in an anonymized sample")
+        for name in ("ts", "appended_at"):  # the instants erasure compares
+            if name in value and not is_utc_timestamp(value[name]):
+                raise InvalidEvent("invalid_value", name, "not an ISO-8601 UTC timestamp")
         if "sealed" in value and not (isinstance(value["sealed"], str) and isinstance(value.get("kid"), str)):
             raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample")
         batch.samples.append(sample_row(value, body))
@@ -61,7 +64,7 @@ def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
         batch.skipped.append((value["event_id"], value["family"], value["reason"]))
     elif schema == "erasure.ledger.v1":
         validate(value, expected=("erasure.ledger.v1",))
-        batch.erasures.append((value["owner"], value["ts"]))
+        batch.erasures.append((value["owner"], value.get("erased_at") or value["ts"]))
     else:
         raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")
 

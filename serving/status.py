@@ -50,7 +50,9 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         "auto_train": settings.auto_train,
         "served_version": registry.served(family),
         "last_trained_id": last_trained,
-        "skipped_no_consent": await store.skipped_count(family),
+        "skipped_no_consent": await store.skipped_count(family, "no_consent"),
+        # An erased person's events appended before their erasure and still in flight then: never stored.
+        "skipped_erased": await store.skipped_count(family, "erased"),
         "dlq": sum(dlq.values()),
         "dlq_by_reason": dlq,
         "dlq_redriven": sum((await store.dlq_by_reason(family, redriven=True)).values()),
