@@ -21,7 +21,7 @@ from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.keystore import KeyStore
-from learnstream.metrics import DLQ, PRODUCED, SKIPPED_NO_CONSENT
+from learnstream.metrics import DLQ, PRODUCED, SKIPPED_ERASED, SKIPPED_NO_CONSENT
 from schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class AnonymizerService(ConsumerStage):
         for record in records:
             by_kind.setdefault(_KIND_BY_TOPIC[record.topic.removeprefix(self._prefix)], []).append(record)
         outputs: list[Output] = []
-        for kind, group in by_kind.items():
-            outcomes = await self._anonymize(kind, [r.value or b"" for r in group])
+        # Erasures first: an erased owner's events in the same batch are then skipped, not sealed and sent.
+        for kind, group in sorted(by_kind.items(), key=lambda item: item[0] != "erasure"):
+            outcomes = await self._anonymize(kind, [r.value or b"" for r in group], [_appended_ms(r) for r in group])
             outputs += [out for record, outcome in zip(group, outcomes) for out in self._route(kind, record, outcome)]
         return outputs
 
@@ -73,18 +74,19 @@ class AnonymizerService(ConsumerStage):
         for topic, count in Counter(topic for topic, _, _ in outputs).items():
             PRODUCED.labels(topic=topic).inc(count)
 
-    async def _anonymize(self, kind: str, raws: list[bytes]) -> list[Outcome]:
+    async def _anonymize(self, kind: str, raws: list[bytes], appended_ms: list[int | None]) -> list[Outcome]:
         """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the
         ones that still fail become DLQ outcomes (the exception's type is kept, never its message: it may quote
         the text)."""
         try:
             # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
-            return await asyncio.to_thread(self.anonymizer.process, kind, raws)
+            return await asyncio.to_thread(self.anonymizer.process, kind, raws, appended_ms)
         except Exception as exc:
             if len(raws) == 1:
                 return [Outcome("invalid", error=InvalidEvent("anonymizer_error", None, type(exc).__name__))]
         log.warning("anonymizer: a %s batch of %d failed; retrying its events one by one", kind, len(raws))
-        return [outcome for raw in raws for outcome in await self._anonymize(kind, [raw])]
+        return [outcome for raw, at_ms in zip(raws, appended_ms)
+                for outcome in await self._anonymize(kind, [raw], [at_ms])]
 
     def _route(self, kind: str, record: ConsumerRecord, outcome: Outcome) -> list[Output]:
         if outcome.kind == "invalid":
@@ -98,7 +100,14 @@ class AnonymizerService(ConsumerStage):
             # The ledger entry goes to every family's dataset of record, so the store and replay of each honour it.
             return [(topics.anon(f), outcome.record, owner.encode()) for f in FAMILIES]
         if outcome.kind == "skip":
-            SKIPPED_NO_CONSENT.labels(family=kind).inc()
+            skipped = SKIPPED_ERASED if outcome.record["reason"] == "erased" else SKIPPED_NO_CONSENT
+            skipped.labels(family=kind).inc()
         sample = outcome.record
         key = sample.get("session") or sample.get("image_id") or sample["event_id"]
         return [(topics.anon(kind), sample, key.encode())]
+
+
+def _appended_ms(record: ConsumerRecord) -> int | None:
+    """The record's timestamp: the broker's append time on the raw topics `up` creates (LogAppendTime); on a topic
+    made otherwise, the producer's send time, still not the app's `ts`. None when the record has none."""
+    return record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None

@@ -7,6 +7,7 @@ Only fields the anonymizer knows are written onward; unknown extra fields stay o
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,12 +50,15 @@ class Anonymizer:
     def pseudonym(self, kind: str, value: str) -> str:
         return pseudonym(self._key, kind, value)
 
-    def process(self, family: str, raws: list[bytes]) -> list[Outcome]:
+    def process(self, family: str, raws: list[bytes], appended_ms: list[int | None] | None = None) -> list[Outcome]:
         """One outcome per input, same order. family: "chat", "image" or "erasure" (the raw topic's kind).
-        Text of the whole batch goes through NER in one batch."""
+        appended_ms: when each raw record was appended, by the broker's clock (the service passes it): an erasure
+        holds from its request's append time on, and an erased owner's event appended until then is skipped
+        ("erased"), never sealed under a new key. Text of the whole batch goes through NER in one batch."""
+        appended = appended_ms or [None] * len(raws)
         outcomes: list[Outcome] = []
         texts: list[tuple[str, str]] = []
-        for raw in raws:
+        for raw, at_ms in zip(raws, appended):
             try:
                 event = validate(decode(raw, max_bytes=self.max_event_bytes), expected=RAW_TOPIC_SCHEMAS[family])
                 self._check_embedding(event)
@@ -65,14 +69,13 @@ class Anonymizer:
             # keeps them unique and stable (a redelivered event still dedupes) without carrying the app's text.
             event = {**event, "event_id": self.pseudonym("event", event["event_id"])}
             if family == "erasure":
-                entry = self._ledger_entry(event)
+                entry = self._ledger_entry(event, at_ms)
                 if self._keys is not None:
                     # Before the ledger entry goes out: from now on no copy of their samples can be read.
-                    self._keys.destroy(entry["owner"])
+                    self._keys.destroy(entry["owner"], appended_ms=at_ms)
                 outcomes.append(Outcome("erasure", entry))
             elif not event["consent"].get("training", False):
-                outcomes.append(Outcome("skip", {"schema": "skip.v1", "event_id": event["event_id"],
-                                                 "ts": event["ts"], "family": family, "reason": "no_consent"}))
+                outcomes.append(_skip(event, family, "no_consent"))
             elif family == "chat":
                 session = self.pseudonym("session", event["session_id"])
                 texts.append((event["text"], session))
@@ -80,10 +83,19 @@ class Anonymizer:
             else:
                 outcomes.append(Outcome("sample", anonymize_image_event(
                     event, anonymize_text=self.text.anonymize, pseudonymize=lambda u: self.pseudonym("user", u))))
+            if outcomes[-1].kind == "sample" and at_ms is not None:
+                # The store compares this with the erasure's own append time, whatever the app's clocks said.
+                outcomes[-1].record["appended_at"] = broker_instant(at_ms)
         self._fill_texts(outcomes, texts)
         if self._keys is not None:
-            outcomes = [Outcome("sample", seal(o.record, self._keys)) if o.kind == "sample" else o for o in outcomes]
+            outcomes = [self._seal(o, at_ms) if o.kind == "sample" else o for o, at_ms in zip(outcomes, appended)]
         return outcomes
+
+    def _seal(self, outcome: Outcome, appended_ms: int | None) -> Outcome:
+        sealed = seal(outcome.record, self._keys, appended_ms=appended_ms)
+        if sealed is None:  # in flight when its owner was erased
+            return _skip(outcome.record, outcome.record["schema"].split(".", 1)[0], "erased")
+        return Outcome("sample", sealed)
 
     def _fill_texts(self, outcomes: list[Outcome], texts: list[tuple[str, str]]) -> None:
         """Chat text is anonymized for the whole batch at once (NER is much faster batched)."""
@@ -112,9 +124,12 @@ class Anonymizer:
             sample["assessment"] = {k: v for k, v in event["assessment"].items() if k in ("phq9", "gad7")}
         return sample
 
-    def _ledger_entry(self, event: dict[str, Any]) -> dict[str, Any]:
-        return {"schema": "erasure.ledger.v1", "event_id": event["event_id"], "ts": event["ts"],
-                "owner": self.pseudonym("user", event["user_id"])}
+    def _ledger_entry(self, event: dict[str, Any], appended_ms: int | None) -> dict[str, Any]:
+        entry = {"schema": "erasure.ledger.v1", "event_id": event["event_id"], "ts": event["ts"],
+                 "owner": self.pseudonym("user", event["user_id"])}
+        if appended_ms is not None:
+            entry["erased_at"] = broker_instant(appended_ms)  # what the store erases up to (not the app's ts)
+        return entry
 
     def _check_embedding(self, event: dict[str, Any]) -> None:
         """Image and face embeddings must all have the deployment's dimension."""
@@ -125,3 +140,13 @@ class Anonymizer:
             self._embedding_dim = len(embedding)
         if len(embedding) != self._embedding_dim:
             raise InvalidEvent("invalid_value", "embedding", f"must have {self._embedding_dim} numbers")
+
+
+def _skip(event: dict[str, Any], family: str, reason: str) -> Outcome:
+    return Outcome("skip", {"schema": "skip.v1", "event_id": event["event_id"], "ts": event["ts"], "family": family,
+                            "reason": reason})
+
+
+def broker_instant(ms: int) -> str:
+    """A record timestamp (ms since the epoch) as a `ts`-style UTC instant."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

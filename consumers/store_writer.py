@@ -22,7 +22,7 @@ from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
-from schemas import InvalidEvent, utc_now, validate
+from schemas import InvalidEvent, is_utc_timestamp, utc_now, validate
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
         for name in ("event_id", "ts", "owner", GROUP_FIELDS[schema.split(".", 1)[0]]):
             if not isinstance(value.get(name), str):
                 raise InvalidEvent("missing_field", name, "required in an anonymized sample")
+        for name in ("ts", "appended_at"):  # the instants erasure compares
+            if name in value and not is_utc_timestamp(value[name]):
+                raise InvalidEvent("invalid_value", name, "not an ISO-8601 UTC timestamp")
         if "sealed" in value and not (isinstance(value["sealed"], str) and isinstance(value.get("kid"), str)):
             raise InvalidEvent("unsealable", "sealed", "not a valid sealed sample")
         batch.samples.append(sample_row(value, body))
@@ -61,7 +64,7 @@ def _add_anon_record(batch: Batch, value: dict, body: bytes) -> None:
         batch.skipped.append((value["event_id"], value["family"], value["reason"]))
     elif schema == "erasure.ledger.v1":
         validate(value, expected=("erasure.ledger.v1",))
-        batch.erasures.append((value["owner"], value["ts"]))
+        batch.erasures.append((value["owner"], value.get("erased_at") or value["ts"]))
     else:
         raise InvalidEvent("unknown_schema", "schema", "not an anonymized record")
 
@@ -117,12 +120,12 @@ class StoreWriterService(ConsumerStage):
         batch = decoded.batch
         for record, error in decoded.bad:
             await self._dead_letter(record, error, batch)
-        await self.store.write(batch)
+        erased = await self.store.write(batch)
         added = Counter(row[1] for row in batch.samples)
         for family, count in added.items():
             SAMPLES_STORED.labels(family=family).inc(count)
         for family in FAMILIES if batch.erasures else added:
-            await self._announce(family, added[family])
+            await self._announce(family, added[family], erased.get(family))
 
     async def _dead_letter(self, record: ConsumerRecord, error: InvalidEvent, batch: Batch) -> None:
         source = record.topic.removeprefix(self._prefix)
@@ -135,7 +138,7 @@ class StoreWriterService(ConsumerStage):
         await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry), key=record.key)
         dlq.index(batch, topics.dlq(source), entry)
 
-    async def _announce(self, family: str, added: int) -> None:
+    async def _announce(self, family: str, added: int, erased: tuple[int, int] | None) -> None:
         # What this batch added, not a total: counting the whole store per batch would slow as the store grows.
         event = {
             "schema": "samples.stored.v1",
@@ -144,6 +147,9 @@ class StoreWriterService(ConsumerStage):
             "added": added,
             "ts": utc_now(),
         }
+        if erased is not None:
+            # What an erasure removed, and the lowest id: a model trained up to that id or beyond may carry it.
+            event["erased"], event["erased_from"] = erased
         await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_STORED}", orjson.dumps(event),
                                            key=family.encode())
         PRODUCED.labels(topic=topics.SAMPLES_STORED).inc()

@@ -69,6 +69,10 @@ class Settings:
     # A run with no held-out score of its own (too little data to hold any out, nothing to train on) is recorded
     # but not served, unless this is on: then it is promoted and its reason says it was promoted without one.
     promote_without_eval: bool = False
+    # After an erasure removed samples a model may have trained on, the trainer retrains that family from scratch
+    # (from version 0, on the store without them), whatever the threshold or auto_train; serving keeps its version
+    # until the new one is promoted. Off: the operator runs `learnstream train --from-scratch` when they choose.
+    retrain_after_erasure: bool = True
     # Serving: the interface and port it listens on. 127.0.0.1 by default; "0.0.0.0" opens it to the network.
     http_host: str = "127.0.0.1"
     http_port: int = 8000

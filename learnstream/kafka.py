@@ -113,7 +113,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 num_partitions=spec.partitions,
                 replication_factor=replication,
                 topic_configs={"retention.ms": str(spec.retention_ms),
-                               "min.insync.replicas": str(min_insync(replication))},
+                               "min.insync.replicas": str(min_insync(replication)),
+                               **({"message.timestamp.type": "LogAppendTime"} if spec.log_append_time else {})},
             )
             for name, spec in specs.items()
             if name not in existing

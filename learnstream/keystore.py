@@ -17,8 +17,9 @@ import base64
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,6 +39,9 @@ class KeyStore:
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, owner TEXT NOT NULL, key BLOB)")
         self._db.execute("CREATE INDEX IF NOT EXISTS keys_owner ON keys(owner)")
+        # When each erased owner's erasure was appended (broker clock, ms): their raw events appended until then, and
+        # still in flight when their keys went, get no new key (see key_for_owner).
+        self._db.execute("CREATE TABLE IF NOT EXISTS erased (owner TEXT PRIMARY KEY, appended_ms INTEGER NOT NULL)")
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}  # kid -> key; dropped for an owner on erasure
 
@@ -50,9 +54,25 @@ class KeyStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def key_for_owner(self, owner: str) -> tuple[str, bytes]:
-        """The owner's current (kid, key), created on first use."""
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def key_for_owner(self, owner: str, *, appended_ms: int | None = None) -> tuple[str, bytes] | None:
+        """The owner's current (kid, key), created on first use; None for an event appended (`appended_ms`, broker
+        clock) at or before the owner's erasure, which must not be sealed under a fresh key. The check and the key's
+        creation are one transaction, so an erasure another anonymizer applies meanwhile cannot slip between them."""
+        with self._transaction():
+            if appended_ms is not None and self._db.execute(
+                    "SELECT 1 FROM erased WHERE owner = ? AND appended_ms >= ?", (owner, appended_ms)).fetchone():
+                return None
             row = self._db.execute("SELECT kid, key FROM keys WHERE owner = ? LIMIT 1", (owner,)).fetchone()
             if row is None:
                 kid, key = base64.urlsafe_b64encode(os.urandom(12)).decode(), AESGCM.generate_key(bit_length=256)
@@ -71,20 +91,28 @@ class KeyStore:
             self._cache[kid] = row[0]
         return None if row is None else row[0]
 
-    def destroy(self, owner: str) -> int:
-        """Crypto-shred an owner: their keys are gone from memory and (overwritten) from disk."""
-        with self._lock:
+    def destroy(self, owner: str, *, appended_ms: int | None = None) -> int:
+        """Crypto-shred an owner: their keys are gone from memory and (overwritten) from disk. appended_ms: when the
+        erasure request was appended (broker clock); their events appended until then get no new key."""
+        with self._transaction():
             kids = [r[0] for r in self._db.execute("SELECT kid FROM keys WHERE owner = ?", (owner,))]
             self._db.execute("DELETE FROM keys WHERE owner = ?", (owner,))
+            if appended_ms is not None:
+                self._db.execute("INSERT INTO erased VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
+                                 "SET appended_ms = MAX(appended_ms, excluded.appended_ms)", (owner, appended_ms))
             for kid in kids:
                 self._cache.pop(kid, None)
         return len(kids)
 
 
-def seal(sample: dict[str, Any], keys: KeyStore) -> dict[str, Any]:
-    """The sample with its content fields replaced by one AES-GCM blob under the owner's key."""
+def seal(sample: dict[str, Any], keys: KeyStore, *, appended_ms: int | None = None) -> dict[str, Any] | None:
+    """The sample with its content fields replaced by one AES-GCM blob under the owner's key; None when its raw event
+    was appended (`appended_ms`) at or before its owner's erasure."""
     content = {f: sample[f] for f in SEALED_FIELDS if f in sample}
-    kid, key = keys.key_for_owner(sample["owner"])
+    owner_key = keys.key_for_owner(sample["owner"], appended_ms=appended_ms)
+    if owner_key is None:
+        return None
+    kid, key = owner_key
     nonce = os.urandom(12)
     # The event id is bound as associated data: a sealed blob cannot be replayed under another event.
     blob = AESGCM(key).encrypt(nonce, orjson.dumps(content), sample["event_id"].encode())

@@ -10,6 +10,9 @@ CONSUMED = Counter("learnstream_events_consumed_total", "Records consumed", ["to
 PRODUCED = Counter("learnstream_events_produced_total", "Records produced", ["topic"])
 DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["topic", "reason"])
 SKIPPED_NO_CONSENT = Counter("learnstream_consent_skipped_total", "Events without training consent", ["family"])
+SKIPPED_ERASED = Counter("learnstream_erased_skipped_total",
+                         "Events of an erased person appended before their erasure and still in flight: not sealed, "
+                         "not stored (the status' skipped_erased)", ["family"])
 SAMPLES_STORED = Counter("learnstream_samples_stored_total", "Anonymized samples written to the store", ["family"])
 ERASURES = Counter("learnstream_erasures_total", "Erasure requests applied", ["stage"])
 _PARTITION = ["topic", "partition", "group"]
@@ -63,6 +66,7 @@ def start_at_zero(families: tuple[str, ...]) -> None:
             TRAINING_FAILURES.labels(family=family, reason=reason)
         SAMPLES_STORED.labels(family=family)
         SKIPPED_NO_CONSENT.labels(family=family)
+        SKIPPED_ERASED.labels(family=family)
         for result in ("ok", "failed", "rejected"):
             SWAPS.labels(family=family, result=result)
 

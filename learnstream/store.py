@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     family TEXT NOT NULL,
-    ts TEXT NOT NULL,
+    ts TEXT NOT NULL,             -- what erasure compares: the raw record's append time (broker), else the app's ts
     owner TEXT NOT NULL,          -- pseudonymous user
     grp TEXT NOT NULL,            -- pseudonymous session (chat) or image_id (image)
     body BLOB NOT NULL            -- the anonymized sample as on its topic: JSON, content sealed
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS dlq_redrives (
     failed INTEGER NOT NULL, redriven INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 );
+-- ts: the erasure's instant (its request's append time on the broker, else the app's ts).
 CREATE TABLE IF NOT EXISTS erasures (owner TEXT PRIMARY KEY, ts TEXT NOT NULL);
 -- Which stored sample ids an erasure removed: the registry marks versions trained on them.
 CREATE TABLE IF NOT EXISTS erased_samples (
@@ -88,7 +90,27 @@ class Batch:
 def sample_row(sample: dict[str, Any], body: bytes) -> SampleRow:
     """A validated anonymized sample (decoded from `body`, its record) as a row."""
     family = sample["schema"].split(".", 1)[0]
-    return sample["event_id"], family, sample["ts"], sample["owner"], sample[GROUP_FIELDS[family]], body
+    instant = sample.get("appended_at") or sample["ts"]
+    return sample["event_id"], family, instant, sample["owner"], sample[GROUP_FIELDS[family]], body
+
+
+def utc_microseconds(text: str) -> int | None:
+    """SQL function utc_us(ts): a timestamp as microseconds since the epoch, so that SQL compares instants, not
+    strings ("...06:00+02:00" is before "...05:00Z"); NULL when it does not parse."""
+    try:
+        instant = utc_instant(text)
+    except (TypeError, ValueError):
+        return None
+    return (instant - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _after(sample_ts: str, erasure_ts: str) -> bool:
+    """Whether a sample's instant is after an erasure's (as in SQL: one that does not parse is not)."""
+    sample, erasure = utc_microseconds(sample_ts), utc_microseconds(erasure_ts)
+    return sample is not None and erasure is not None and erasure < sample
 
 
 class Store:
@@ -102,6 +124,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(enable_wal, self.path)
         self._db = await aiosqlite.connect(self.path, timeout=30)
+        await self._db.create_function("utc_us", 1, utc_microseconds, deterministic=True)
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
         return self
@@ -123,9 +146,11 @@ class Store:
             raise RuntimeError("store is not open: call start() or use `async with`")
         return self._db
 
-    async def write(self, batch: Batch) -> None:
+    async def write(self, batch: Batch) -> dict[str, tuple[int, int]]:
         """Apply a batch atomically. Erasures win over samples of the same owner with an earlier or equal ts,
-        whichever order their topics' partitions delivered them in."""
+        whichever order their topics' partitions delivered them in. Returns, per family whose stored samples the
+        batch's erasures removed, (how many, the lowest removed id): the trainer retrains from scratch when a model
+        may have seen them."""
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
@@ -148,9 +173,13 @@ class Store:
                 "SET failed = MAX(failed, excluded.failed), redriven = MAX(redriven, excluded.redriven)",
                 batch.dlq_redrives,
             )
+            erased: dict[str, tuple[int, int]] = {}
             for owner, ts in batch.erasures:
-                await self._erase(owner, ts)
+                for family, count, lowest in await self._erase(owner, ts):
+                    before = erased.get(family, (0, lowest))
+                    erased[family] = (before[0] + count, min(before[1], lowest))
             await db.commit()
+            return erased
         except BaseException:
             await db.rollback()
             raise
@@ -167,15 +196,21 @@ class Store:
             erased = dict(await cursor.fetchall())
         if not erased:
             return rows
-        return [row for row in rows if row[3] not in erased or utc_instant(erased[row[3]]) < utc_instant(row[2])]
+        return [row for row in rows if row[3] not in erased or _after(row[2], erased[row[3]])]
 
-    async def _erase(self, owner: str, ts: str) -> None:
-        await self.db.execute(
-            "INSERT OR IGNORE INTO erased_samples(id, family, erased_at) "
-            "SELECT id, family, ? FROM samples WHERE owner = ? AND ts <= ?",
-            (ts, owner, ts),
+    async def _erase(self, owner: str, ts: str) -> list[tuple[str, int, int]]:
+        """Delete an owner's samples up to the erasure; (family, count, lowest id) of what went."""
+        # A sample whose instant does not parse (none does, past the store writer's checks) counts as before it.
+        erased, args = "owner = ? AND COALESCE(utc_us(ts) <= ?, 1)", (owner, utc_microseconds(ts))
+        removed = await self.db.execute_fetchall(
+            f"SELECT family, COUNT(*), MIN(id) FROM samples WHERE {erased} GROUP BY family", args
         )
-        await self.db.execute("DELETE FROM samples WHERE owner = ? AND ts <= ?", (owner, ts))
+        await self.db.execute(
+            f"INSERT OR IGNORE INTO erased_samples(id, family, erased_at) SELECT id, family, ? FROM samples "
+            f"WHERE {erased}", (ts, *args),
+        )
+        await self.db.execute(f"DELETE FROM samples WHERE {erased}", args)
+        return [tuple(row) for row in removed]
 
     async def watermark(self, family: str) -> int:
         """The highest stored sample id of a family (0 when none)."""
@@ -211,8 +246,10 @@ class Store:
                         unreadable, family)
         return samples
 
-    async def skipped_count(self, family: str) -> int:
-        row = await (await self.db.execute("SELECT COUNT(*) FROM skipped WHERE family = ?", (family,))).fetchone()
+    async def skipped_count(self, family: str, reason: str = "no_consent") -> int:
+        """Events not stored for a reason: "no_consent", or "erased" (in flight when their owner was erased)."""
+        row = await (await self.db.execute("SELECT COUNT(*) FROM skipped WHERE family = ? AND reason = ?",
+                                           (family, reason))).fetchone()
         return row[0]
 
     async def dlq_by_reason(self, family: str, *, redriven: bool = False) -> dict[str, int]:

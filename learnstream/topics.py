@@ -31,6 +31,9 @@ class TopicSpec:
     name: str  # without the deployment prefix
     retention_ms: int
     partitions: int
+    # The broker stamps each record with its append time (message.timestamp.type=LogAppendTime): erasure decides
+    # by that clock which of a person's events came before their erasure, never by the apps' `ts`.
+    log_append_time: bool = False
 
 
 def all_specs(settings: Settings) -> list[TopicSpec]:
@@ -39,10 +42,10 @@ def all_specs(settings: Settings) -> list[TopicSpec]:
     specs = []
     for family in FAMILIES:
         # Raw events and their DLQ hold raw PII: short retention (and restricted ACLs, see README).
-        specs += [TopicSpec(raw(family), short, p), TopicSpec(dlq(raw(family)), short, p)]
+        specs += [TopicSpec(raw(family), short, p, log_append_time=True), TopicSpec(dlq(raw(family)), short, p)]
         specs += [TopicSpec(anon(family), forever, p), TopicSpec(dlq(anon(family)), forever, p)]
     specs += [
-        TopicSpec(ERASURE_REQUESTS, short, 1),
+        TopicSpec(ERASURE_REQUESTS, short, 1, log_append_time=True),
         TopicSpec(dlq(ERASURE_REQUESTS), short, 1),
         # One partition each: the trainer and every serving replica read them in order.
         TopicSpec(SAMPLES_STORED, forever, 1),

@@ -52,8 +52,30 @@ class TrainerState:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load(self) -> dict[str, Any]:
-        """{family: {"last_trained_id", "runs", "last_run"}}"""
+        """{family: {"last_trained_id", "runs", "last_run", "erasures", "erasures_retrained"}}"""
         return _read_json(self.path, {})
+
+    def erasures_pending(self, family: str) -> int:
+        """How many erasures that removed samples a model may have seen no from-scratch run has started after."""
+        entry = self.load().get(family, {})
+        return entry.get("erasures", 0) - entry.get("erasures_retrained", 0)
+
+    def erasure_seen(self, family: str) -> None:
+        """Count one more such erasure: a from-scratch run is due."""
+        state = self.load()
+        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
+        entry["erasures"] = entry.get("erasures", 0) + 1
+        _write_json(self.path, state)
+
+    def erasures_total(self, family: str) -> int:
+        return self.load().get(family, {}).get("erasures", 0)
+
+    def retrained_after(self, family: str, erasures: int) -> None:
+        """A from-scratch run that started once `erasures` erasures were counted has finished: those are done."""
+        state = self.load()
+        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
+        entry["erasures_retrained"] = max(entry.get("erasures_retrained", 0), erasures)
+        _write_json(self.path, state)
 
     def last_trained_id(self, family: str) -> int:
         return self.load().get(family, {}).get("last_trained_id", 0)

@@ -132,7 +132,10 @@ DLQ_REDRIVEN = {
 }
 INTERNAL_SCHEMAS: dict[str, dict[str, FieldRule]] = {
     "skip.v1": {"event_id": _ID, "family": _req("string", choices=("chat", "image")), "reason": _ID},
-    "erasure.ledger.v1": {"owner": _ID, "ts": _req("string", non_empty=True, timestamp=True)},
+    # erased_at: when the erasure request was appended (the broker's clock), what the store erases up to; older
+    # entries without it erase up to the app's ts.
+    "erasure.ledger.v1": {"owner": _ID, "ts": _req("string", non_empty=True, timestamp=True),
+                          "erased_at": _opt("string", non_empty=True, timestamp=True)},
 }
 
 # The schemas each raw topic accepts; anything else on that topic goes to its DLQ.

@@ -120,10 +120,11 @@ def parse(raw: bytes, *, expected: tuple[str, ...] | None = None, max_bytes: int
     return validate(decode(raw, max_bytes=max_bytes), expected=expected)
 
 
-def _is_utc_timestamp(text: str) -> bool:
+def is_utc_timestamp(text: object) -> bool:
+    """An ISO-8601 timestamp with a zero offset (any of its forms)."""
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return False
     return parsed.utcoffset() == timedelta(0)
 
@@ -150,7 +151,7 @@ def _check_value(value: Any, rule: FieldRule, path: str) -> None:
         raise InvalidEvent("invalid_value", path, f"must be at least {rule.minimum}")
     if rule.non_empty and len(value) == 0:
         raise InvalidEvent("invalid_value", path, "must not be empty")
-    if rule.timestamp and not _is_utc_timestamp(value):
+    if rule.timestamp and not is_utc_timestamp(value):
         raise InvalidEvent("invalid_value", path, "must be an ISO-8601 UTC time such as 2026-01-18T14:30:00Z")
     if rule.length is not None and len(value) != rule.length:
         raise InvalidEvent("invalid_value", path, f"must have exactly {rule.length} items")

@@ -40,7 +40,9 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         "served_version_erased": marks.get(served),
         "served_version_override": lineage.override(registry.history(family), served) if served in marks else None,
         "last_trained_id": last_trained,
-        "skipped_no_consent": await store.skipped_count(family),
+        "skipped_no_consent": await store.skipped_count(family, "no_consent"),
+        # An erased person's events appended before their erasure and still in flight then: never stored.
+        "skipped_erased": await store.skipped_count(family, "erased"),
         "dlq": sum(dlq.values()),
         "dlq_by_reason": dlq,
         "dlq_redriven": sum((await store.dlq_by_reason(family, redriven=True)).values()),
@@ -55,6 +57,8 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
         ],
         "promotion_history": registry.history(family),
         "erased_in_versions": sorted(marks),  # the versions holding erased data; each one's reason in "versions"
+        # An erasure removed samples a model trained on, and the from-scratch run that follows has not finished yet.
+        "erasure_retrain_pending": TrainerState(settings.data_dir).erasures_pending(family) > 0,
         "report": (latest.manifest.get("metrics", {}).get("report") if latest else None),
     }
 

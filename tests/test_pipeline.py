@@ -73,7 +73,8 @@ async def test_events_are_anonymized_and_stored_once(make_settings, start_pipeli
     for sample in samples:
         assert "07700" not in sample["text"] and "[PHONE_" in sample["text"]
         assert sample["owner"].startswith("u_") and "alice" not in orjson.dumps(sample).decode()
-        assert set(sample) <= {"schema", "event_id", "ts", "owner", "session", "role", "text", "mood", "assessment"}
+        assert set(sample) <= {"schema", "event_id", "ts", "owner", "session", "role", "text", "mood", "assessment",
+                               "appended_at"}
 
 
 async def test_bad_events_go_to_the_dlq_and_the_consumer_keeps_going(make_settings, start_pipeline):

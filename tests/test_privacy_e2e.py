@@ -11,6 +11,7 @@ import pytest
 from learnstream import kafka
 from learnstream.keystore import KeyStore, unseal
 from learnstream.pseudonym import pseudonym
+from learnstream.registry import Registry
 from learnstream.store import Store
 from ops.logs import quiet_libraries
 from producers.sdk import EventProducer
@@ -90,14 +91,20 @@ async def test_erasure_end_to_end(make_settings, start_pipeline):
     assert len(theirs) == 4 and all(unseal(r, keys) is None for r in theirs)
     status = orjson.loads((await pipeline.serving.status(None)).body)["families"]["chat"]
     assert status["erased_in_versions"] == [1]
-    # A from-scratch retrain (what `learnstream train --family chat --from-scratch` hands to the running trainer)
-    # trains without them, and is not marked.
-    pipeline_trainer = next(s for s in pipeline._services if type(s).__name__ == "TrainerService")
-    pipeline_trainer.schedule("chat", from_scratch=True, manual=True)
+    # Nobody asks: the erasure itself schedules a from-scratch run (threshold far away), which trains from the base
+    # on keep-me's samples alone and is not marked.
     await wait_served(pipeline, 2)
+    manifest = Registry(settings.registry_dir).get("chat", 2).manifest
+    assert manifest["from_scratch"] and manifest["parent_version"] == 0
+    assert manifest["samples"] == 4  # keep-me's four stored samples; erase-me's four are gone
     status = orjson.loads((await pipeline.serving.status(None)).body)["families"]["chat"]
     assert status["erased_in_versions"] == [1]
+    assert status["erasure_retrain_pending"] is False
     assert status["versions"][-1]["version"] == 2
+    # Nothing else was due: no run follows (the image family had none of their samples).
+    await asyncio.sleep(1)
+    assert [v.number for v in Registry(settings.registry_dir).versions("chat")] == [0, 1, 2]
+    assert Registry(settings.registry_dir).served("image") == 0
 
 
 async def test_replayed_store_skips_erased_owners(make_settings, start_pipeline):

@@ -117,6 +117,7 @@ class TrainerService:
         self._consumer = kafka.consumer(settings, topics.SAMPLES_STORED, topics.TRAINING_REQUESTS, group_id="trainer")
         self._lock = contextlib.ExitStack()
         self._runs: dict[str, asyncio.Task] = {}
+        self._training_up_to: dict[str, int] = {}  # the store watermark each running run trains up to
         self._stopping = asyncio.Event()
         self._reported_missing: set[str] = set()  # families whose missing packages were logged and counted
 
@@ -208,11 +209,26 @@ class TrainerService:
             return
         if topic == topics.TRAINING_REQUESTS:
             self.schedule(family, from_scratch=bool(message.get("from_scratch")), manual=True)
-        else:
-            await self._maybe_train(family)
+            return
+        if isinstance(message.get("erased_from"), int):
+            self._on_erasure(family, message["erased_from"])
+        await self._maybe_train(family)
+
+    def _on_erasure(self, family: str, erased_from: int) -> None:
+        """Stored samples from id `erased_from` on were erased: if a model trained, or is training, on any of them,
+        a from-scratch run is due (counted durably, so a restart or a failed run still does it)."""
+        seen = max(self.state.last_trained_id(family), self._training_up_to.get(family, 0))
+        if erased_from <= seen:
+            log.info("%s: an erasure removed samples a model trained on; a from-scratch run is due", family)
+            self.state.erasure_seen(family)
 
     async def _maybe_train(self, family: str) -> None:
-        if not self.settings.auto_train or family in self._runs:
+        if family in self._runs:
+            return
+        if self.settings.retrain_after_erasure and self.state.erasures_pending(family):
+            self.schedule(family, from_scratch=True, manual=False)
+            return
+        if not self.settings.auto_train:
             return
         after = self.state.last_trained_id(family)
         pending = await self.store.count(family, after=after)
@@ -227,7 +243,8 @@ class TrainerService:
         if (reason := TRAINING[family].unavailable()) is not None:
             self._report_missing(family, reason)
             return
-        log.info("%s: Training scheduled in background (%s)", family, "manual" if manual else "threshold reached")
+        why = "manual" if manual else "after an erasure" if from_scratch else "threshold reached"
+        log.info("%s: Training scheduled in background (%s)", family, why)
         self._runs[family] = asyncio.create_task(self._run(family, from_scratch=from_scratch))
 
     def _report_missing(self, family: str, reason: str) -> None:
@@ -241,8 +258,9 @@ class TrainerService:
     async def _run(self, family: str, *, from_scratch: bool) -> None:
         try:
             await self._recover(family)  # a run whose announcement failed (say, the broker was down) goes first
-            up_to = await self.store.watermark(family)
+            up_to = self._training_up_to[family] = await self.store.watermark(family)
             after = self.state.last_trained_id(family)
+            erasures = self.state.erasures_total(family)  # what a from-scratch run on today's store covers
 
             def progress(step: dict[str, Any]) -> None:
                 if step.get("steps"):
@@ -251,6 +269,8 @@ class TrainerService:
             result = await run_child(self.settings, family, after=after, up_to=up_to, from_scratch=from_scratch,
                                      on_progress=progress)
             await finish_run(self.settings, self._producer, result)
+            if from_scratch:
+                self.state.retrained_after(family, erasures)
             log.info("%s: run finished: version %d %s (%s)", family, result["version"], result["decision"],
                      result["reason"])
         except asyncio.CancelledError:
@@ -261,4 +281,5 @@ class TrainerService:
             await asyncio.sleep(RETRY_AFTER_FAILURE_S)  # no hot loop on a persistent failure
         finally:
             self._runs.pop(family, None)
+            self._training_up_to.pop(family, None)
         await self._maybe_train(family)  # samples that arrived during the run, or a retry after a failure

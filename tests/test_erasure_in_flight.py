@@ -1,0 +1,142 @@
+"""Erasure by instants, not strings, and by the broker's clock, not the apps' (issue 20, part B).
+
+In flight: an erased person's events appended to a raw topic before their erasure request, and not yet anonymized
+when it is applied, are skipped ("erased": counted, never sealed under a new key); events appended after it are new
+data, whatever `ts` the app gave either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from learnstream import kafka
+from learnstream.keystore import KeyStore, seal, unseal
+from learnstream.pseudonym import pseudonym
+from learnstream.store import Batch, Store, sample_row, utc_microseconds
+from producers.sdk import EventProducer
+from tests.test_pipeline import wait_for
+
+instants = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC))
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+def _forms(instant: datetime, offset: timezone) -> list[str]:
+    """Spellings of one instant that ISO-8601 parsing reads alike; as strings they sort in any order."""
+    utc = instant.astimezone(UTC)
+    return [utc.isoformat(), utc.isoformat().replace("+00:00", "Z"), instant.astimezone(offset).isoformat(),
+            utc.strftime("%Y%m%dT%H%M%S.%fZ")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(instants, offsets)
+def test_utc_us_reads_every_form_as_the_same_instant(instant, offset):
+    expected = utc_microseconds(instant.isoformat())
+    assert all(utc_microseconds(form) == expected for form in _forms(instant, offset))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.binary(max_size=20).map(lambda b: b.decode("latin-1"))))
+def test_utc_us_never_raises(text):
+    value = utc_microseconds(text)
+    assert value is None or isinstance(value, int)
+
+
+def _sample(n: int, ts: str, owner: str = "o-1") -> tuple:
+    sample = {"schema": "chat.sample.v1", "event_id": f"e-{n}", "ts": ts, "owner": owner, "session": "s",
+              "role": "patient", "text": "x"}
+    return sample_row(sample, orjson.dumps(sample))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(instants, offsets, st.integers(0, 3)), min_size=1, max_size=8), instants, offsets,
+       st.booleans())
+def test_erasure_removes_exactly_the_samples_at_or_before_it(tmp_path_factory, rows, erased_at, offset, first):
+    """Whichever form each timestamp takes, and whether the ledger reaches the store before or after the samples."""
+    async def check() -> None:
+        samples = [_sample(n, _forms(at, off)[form], owner="o-1") for n, (at, off, form) in enumerate(rows)]
+        erasure = ("o-1", _forms(erased_at, offset)[2])
+        async with Store(tmp_path_factory.mktemp("store") / "store.sqlite") as store:
+            if first:
+                await store.write(Batch(erasures=[erasure]))
+                await store.write(Batch(samples=samples))
+            else:
+                await store.write(Batch(samples=samples))
+                await store.write(Batch(erasures=[erasure]))
+            kept = {row[0] for row in await store.db.execute_fetchall("SELECT event_id FROM samples")}
+        assert kept == {f"e-{n}" for n, (at, _, _) in enumerate(rows) if at > erased_at}
+
+    asyncio.run(check())
+
+
+def test_a_destroyed_owner_gets_no_new_key_for_an_event_appended_before_the_erasure(tmp_path):
+    with KeyStore(tmp_path / "keys.sqlite") as keys:
+        old = {"schema": "chat.sample.v1", "event_id": "e-1", "ts": "2026-01-01T00:00:00Z", "owner": "o", "text": "a"}
+        assert seal(old, keys, appended_ms=1000) is not None
+        keys.destroy("o", appended_ms=2000)
+        assert seal(old, keys, appended_ms=2000) is None  # at the erasure's own millisecond: before it
+        new = seal({**old, "event_id": "e-2"}, keys, appended_ms=2001)
+        assert new is not None and unseal(new, keys)["text"] == "a"
+
+
+def _counter(family: str) -> float:
+    return REGISTRY.get_sample_value("learnstream_erased_skipped_total", {"family": family}) or 0.0
+
+
+@pytest.mark.kafka
+async def test_in_flight_events_of_an_erased_person_are_skipped_and_later_ones_kept(make_settings, start_pipeline):
+    settings = make_settings()
+    # The raw topics exist (LogAppendTime) and the store runs, but nothing is anonymized yet: all is in flight.
+    await start_pipeline(settings, roles=("store",))
+    now = datetime.now(UTC)
+    future, past = (now + timedelta(hours=3)).isoformat(), (now - timedelta(days=2)).isoformat()
+
+    def chat(n: int, user: str, ts: str) -> dict:
+        return {"schema": "chat.v1", "event_id": f"{user}-{n}", "ts": ts, "user_id": user, "session_id": f"s-{n}",
+                "role": "patient", "text": f"turn {n}", "consent": {"training": True}}
+
+    async with EventProducer(settings) as events:
+        for n in range(3):  # before the erasure, with an app clock hours ahead: still erased
+            await events.send(chat(n, "erase-me", future))
+        await events.send(chat(9, "keep-me", future))
+        await events.send({"schema": "erasure.v1", "event_id": "erase-1", "ts": past, "user_id": "erase-me"})
+        await asyncio.sleep(0.05)  # a later millisecond on the broker
+        for n in range(3, 5):  # after it, with an app clock days behind: new data under the new consent
+            await events.send(chat(n, "erase-me", past))
+    skipped_before = _counter("chat")
+    await start_pipeline(settings, roles=("anonymizer",))
+    owner = pseudonym(settings.key_bytes(), "user", "erase-me")
+
+    async def settled():
+        async with Store(settings.store_path) as store:
+            if await store.count("chat") == 3 and await store.db.execute_fetchall(
+                    "SELECT 1 FROM erasures WHERE owner = ?", (owner,)):
+                return await store.skipped_count("chat", "erased")
+        return None
+
+    await wait_for(settled)
+    with KeyStore(settings.keys_path) as keys:
+        async with Store(settings.store_path) as store:
+            stored = [s for _, s in await store.samples("chat", keys=keys)]
+            skipped = await store.skipped_count("chat", "erased")
+        anon = [orjson.loads(r.value) async for r in kafka.read_to_end(settings, ["chat.anon"])]
+        theirs_before = [r for r in anon if r.get("owner") == owner and r.get("schema") == "chat.sample.v1"
+                         and r.get("ts") == future]
+        # Each in-flight event was either skipped, or sealed before the erasure under the key it destroyed.
+        assert skipped + len(theirs_before) == 3
+        assert all(unseal(r, keys) is None for r in theirs_before)
+    assert sorted(s["text"] for s in stored if s["owner"] == owner) == ["turn 3", "turn 4"]
+    assert [s["text"] for s in stored if s["owner"] != owner] == ["turn 9"]
+    # One count, one name: the metric counts exactly what the status' skipped_erased reads from the store.
+    assert _counter("chat") - skipped_before == skipped
+    # The ledger erases up to the erasure request's append time on the broker, not the app's ts.
+    ledger = next(r for r in anon if r.get("schema") == "erasure.ledger.v1")
+    request = [r async for r in kafka.read_to_end(settings, ["erasure.requests"])][0]
+    assert ledger["ts"] == past and datetime.fromisoformat(ledger["erased_at"]) == datetime.fromtimestamp(
+        request.timestamp / 1000, UTC)
