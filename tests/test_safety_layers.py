@@ -113,3 +113,20 @@ def test_malformed_flag_events_raise_value_error_only(event: dict) -> None:
         SessionRisk(sticky_s=60).apply(event)
     except ValueError:
         pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.dictionaries(st.sampled_from(["text", "crisis", "label", "kind"]),
+                                          st.one_of(st.none(), st.booleans(), st.text(max_size=20),
+                                                    st.sampled_from(["crisis", "ordinary"]))), max_size=4)
+                 .map(lambda lines: b"\n".join(bench_safety.orjson.dumps(line) for line in lines))))
+def test_an_external_set_is_read_or_refused_with_a_value_error(tmp_path_factory, content: bytes) -> None:
+    path = tmp_path_factory.mktemp("ext") / "set.jsonl"
+    path.write_bytes(content)
+    try:
+        rows = bench_safety.read_external(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert rows and all(isinstance(r["text"], str) and isinstance(r["crisis"], bool) for r in rows)
