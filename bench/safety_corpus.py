@@ -270,6 +270,178 @@ ORDINARY: list[Family] = [
     ]),
 ]
 
+# A second authored batch (session 11), train and dev families only: it widens the phrasings each category is
+# learnt from. It was written after the test families above were visible to its author, who kept away from
+# their phrasings and words (the clean figure is the external set, bench/data/safety_external_2.jsonl).
+CRISIS += [
+    *_families("wish_dead", [
+        "i just want everything to go dark and stay that way", "i'd welcome death if it came {when}",
+        "id be relieved if i didnt make it through the night", "i hope i get ill and never recover",
+        "i'm tired of being alive", "i wish my heart would just stop", "not waking up {when} would be a gift",
+        "i want to stop existing", "death would be a mercy at this point", "i dont care if i live or die anymore",
+        "i'm ready for my life to be over", "i'd be glad if the plane went down with me on it",
+        "i want to not be alive", "i envy people who have died",
+    ], [
+        "honestly if something happened to me {when} i'd be grateful", "i want my life to just stop",
+    ], []),
+    *_families("ideation", [
+        "i've been thinking about suicide more and more", "thoughts of dying are all i have {when}",
+        "i think about not being here all the time", "my head keeps telling me i'd be better off gone",
+        "i've been having thoughts of taking my life", "sometimes i think about how i would do it",
+        "i fantasise about my own death", "the suicidal thoughts are back {when}",
+        "im having dark thoughts about ending everything", "i've been wondering whether to just end it",
+        "i think about death constantly", "i want out of this life", "i seriously considered killing myself {when}",
+        "the urge to die is getting stronger",
+    ], [
+        "the pull towards dying gets stronger every day", "i keep coming back to the idea of ending my life",
+    ], []),
+    *_families("method", [
+        "which household chemicals are deadly if you drink them", "how high does a fall need to be to kill you",
+        "can an overdose of {pills} kill you", "how many {pills} would stop someone waking up",
+        "what's the most reliable way to end a life", "how long does it take to die from hanging",
+        "does drowning hurt", "where can i buy something to end it", "how do i get enough {pills} to die",
+        "is it quicker to die from {pills} or from jumping", "which veins bleed the fastest",
+        "how much insulin would kill someone", "what would happen if i took all my {pills} at once",
+        "what is a deadly dose of {pills}",
+    ], [
+        "i've been comparing methods online", "how many {pills} can a person take before they die",
+    ], []),
+    *_families("intent", [
+        "i'm going to do it {when}, i've decided", "i'm not going to be alive much longer",
+        "i'm going to end my life {when}", "i'm really going to kill myself this time",
+        "i've made my decision, i'm going", "i'm done with life and i'm going to end it",
+        "i fully intend to take my life", "i'm going to make sure i don't wake up {when}",
+        "there's no changing my mind, i'm doing it", "i'm leaving this world {when}",
+        "i'm finished, tonight's the night", "i'm about to kill myself", "i'm going to do something to myself {when}",
+        "i'm going to go through with ending it",
+    ], [
+        "i'm leaving for good {when} and not coming back", "i won't see another week",
+    ], []),
+    *_families("plan", [
+        "i know exactly where i'll go to do it", "i've planned how i'll kill myself", "i've picked the spot",
+        "i'm waiting until {friend} is asleep and then i'll do it", "my plan is ready, i just need to wait for {when}",
+        "i've worked out the method and the time", "i've got it all worked out, {when} when i'm alone",
+        "i'll do it {when} at the {height}", "i've decided how and i've decided when",
+        "i plan to take all my {pills} {when}", "i've scheduled it for {when}", "the plan is to go to the {height} {when}",
+        "i've got a time and a place", "i know the way i'm going to do it and the night",
+    ], [
+        "i'm going to wait until the house is empty {when}", "i've worked it all out for when i'm alone",
+    ], []),
+    *_families("preparatory", [
+        "i've been saving my {pills} instead of taking them", "i bought a hose for the car exhaust",
+        "i've got a bag of {pills} put aside", "i've written goodbye letters and sorted my money",
+        "i've bought what i need to end it", "i've been buying {pills} a packet at a time",
+        "i updated my will so {friend} gets everything", "i've found a home for my cat for after",
+        "i cleaned my room and sorted my papers so no one has to", "i've got a knife hidden for when i need it",
+        "i've been secretly keeping my {pills}", "i bought charcoal and tape",
+        "i deleted my accounts and cleared my phone so it's done", "i've got enough rope now",
+    ], [
+        "i collected the {pills} and they're in my bag", "i've got everything ready for {when}",
+    ], []),
+    *_families("attempt", [
+        "i took pills last night to try to die", "i tried to end it and woke up in hospital",
+        "i attempted {when} and nobody knows", "i hung myself but it didn't work", "i overdosed on saturday and survived",
+        "i tried to kill myself again", "the paramedics found me after i took everything",
+        "i jumped off the {height} but survived", "i tried to stop my breathing", "i survived my suicide attempt",
+        "i tried to take my own life", "i was found unconscious after i tried",
+        "i ended up in intensive care after trying to end it", "i made an attempt on my life",
+    ], [
+        "i tried it again and i'm still here", "last night i went through with it but i'm still alive",
+    ], []),
+    *_families("self_harm", [
+        "i cut my arms to cope", "i hurt myself on purpose", "i've been cutting again", "i burned my arm with a cigarette",
+        "i hit my head against the wall on purpose", "i want to feel pain so i hurt myself",
+        "i keep scratching until i bleed", "i've got fresh cuts", "self harm is the only thing that helps",
+        "i slice my skin when it gets too much", "i've been harming myself again {when}",
+        "i punch walls until my knuckles bleed", "i'm covered in cuts and i dont want anyone to see",
+        "i bit myself hard enough to bleed",
+    ], [
+        "i carved into my skin again", "i need to hurt myself right now",
+    ], []),
+    *_families("overdose", [
+        "i've taken all the {pills} in the house", "i swallowed some {pills} and i feel weird",
+        "i just took a load of {pills}", "i drank a bottle of vodka and took my {pills}", "i took an overdose",
+        "i ate a packet of {pills}", "i drank some bleach and my throat burns", "i swallowed a bottle of {pills} {when}",
+        "i've taken 20 {pills} and i can't feel my hands", "i took {pills} and now i'm throwing up",
+        "i've poisoned myself", "i downed a whole box of {pills}", "i swallowed some drain cleaner",
+        "i took every {pills} i had left",
+    ], [
+        "i took the lot", "i drank something toxic to make it stop",
+    ], []),
+    *_families("heights", [
+        "i'm on the roof and i'm going to jump", "i'm standing by the tracks waiting for a train",
+        "i'm on the bridge looking at the water", "i'm going to jump from the {height}", "i'm outside on the ledge",
+        "i want to drive off the road", "i'm on the cliff edge", "i'm going to throw myself off the {height}",
+        "i'm walking into the sea {when}", "i'm on the motorway bridge", "i'm going to lie down on the railway",
+        "i'm at the {height} and thinking of jumping", "i'm going to step off the {height}",
+        "i'm at the station waiting for the fast train",
+    ], [
+        "i'm on the {height} and i don't want to come down", "i'm going to run out into the road",
+    ], []),
+    *_families("farewell", [
+        "goodbye everyone, i love you all", "i want to say goodbye before i go", "i've written notes for my family",
+        "make sure {friend} knows i loved them", "i won't be here {when}", "this is the last time you'll hear from me",
+        "thank you for trying to help me, goodbye", "i've given away {thing} to {friend}",
+        "i'm telling everyone i love them one last time", "i've said goodbye to {friend}",
+        "i've left a letter on my bed", "when i'm gone, please tell {friend} it wasn't their fault",
+        "i sent {friend} a message saying goodbye", "i've been giving my things away",
+    ], [
+        "sorry for everything, goodbye", "i've given {friend} {thing} to remember me by",
+    ], []),
+    *_families("hopelessness", [
+        "i've got nothing left", "there's no hope for me", "i'll never be happy, there's no point",
+        "i'm worthless and everyone knows it", "nobody would miss me", "my life is over",
+        "i can't see a way out of this", "things will never change, why bother", "i'm so tired of fighting",
+        "the pain is never going to stop", "i feel completely hopeless", "i can't keep going like this",
+        "there's nothing left for me here", "i'd be doing everyone a favour by disappearing",
+    ], [
+        "i have no reason to keep going", "nothing matters and it never will",
+    ], []),
+    *_families("abuse", [
+        "my {rel} hurts me when i say no", "he hit me again last night", "i'm scared he'll find me",
+        "my {rel} threatened me with a knife", "my {rel} grabbed me by the throat", "she slaps me if dinner is late",
+        "i'm scared to go back home to my {rel}", "my {rel} forces me to have sex", "my {rel} kicks me",
+        "my {rel} said he'd kill me if i told anyone", "he throws things at me when he's angry",
+        "my {rel} controls my money and won't let me see anyone", "i don't feel safe at home",
+        "my {rel} punched me in the face",
+    ], [
+        "i'm frightened of my {rel}'s temper, he's hurt me before", "my {rel} came at me with a belt",
+    ], []),
+]
+
+ORDINARY += _families("ordinary", [
+    "this homework is killing me", "i'm going to murder this pizza", "the plants died while we were on holiday",
+    "i'm reading a novel where the hero dies", "we watched a documentary about {topic}",
+    "my friend works as a paramedic", "i'm training to be a nurse and learning about overdose",
+    "i'm taking my {pills} as prescribed", "my doctor says i can come off my {pills} slowly",
+    "i'm scared of heights but i went up the {height}", "we had a picnic by the river",
+    "the view from the {height} was amazing", "i'm catching the train {when}", "the trains are cancelled again",
+    "i'm saying goodbye to my old job {when}", "i wrote a thank you card to my teacher",
+    "i'm selling {thing} to make space", "i planned a surprise party for {when}", "i've got a plan for the weekend",
+    "i've set a date for the wedding", "i'm going to end my gym membership", "i've decided to quit my job {when}",
+    "i burnt the toast this morning", "i hurt my back lifting boxes", "i'm exhausted after the night shift",
+    "i feel a bit down but talking helps", "my {rel} and i argued but we made up",
+    "my {rel} is moving away and i'll miss them", "my grandmother passed away peacefully",
+    "we scattered dad's ashes {when}", "i'm learning first aid {when}", "our book club is reading a novel about {topic}",
+    "the film ended with everyone dying, so dramatic", "i'm so over this rain", "i can't be bothered to cook tonight",
+    "nothing is going right at work today, ugh", "i'm done for the day, logging off", "that exam destroyed me",
+    "the gym session killed my legs", "i'm swimming in the sea {when}", "i'm taking the kids to the railway museum",
+    "i swallowed my pride and apologised", "my cat knocked my tablets off the table",
+    "i'm leaving the party early {when}", "this is my last day at the office",
+    "i'm off on holiday {when}, won't be online", "i'm moving abroad and saying goodbye to friends",
+    "i've been sleeping better {when}", "my therapist helped me feel hopeful",
+    "i'm proud of myself for going for a run", "i treat myself to a bath when i feel {feel}",
+    "i have a plan to get fitter", "i worked out how to fix my bike", "my {rel} hit the jackpot at bingo",
+    "he beat me at chess again", "my {rel} threw a surprise party for me", "i was scared during the horror film",
+    "i'm nervous about going home for christmas", "the murder mystery was so good", "i'm studying toxicology",
+    "i finally finished the box set, what an ending", "i'm cutting onions for dinner",
+    "i feel {feel} but i know it will pass", "i'm looking forward to {when}",
+], [
+    "i'm dead on my feet after that shift", "we climbed to the top of the {height} for the sunset",
+    "i gave my old phone to {friend}", "i've set a date for my driving test", "the documentary on {topic} was moving",
+    "my {pills} make me a bit sleepy", "i'm clearing the loft {when}", "i'm saying my goodbyes at the leaving do",
+], [])
+
 # The hand-written phrases the rules were written from, one family per phrase, train split only. Their rule
 # categories map onto the corpus's roughly (a "suicide" phrase may be any rung of the ladder): only the crisis
 # label matters for the classifier's score.

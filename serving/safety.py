@@ -234,10 +234,17 @@ _NOT_ASSAULT = _words(
     "on the back", "with (?:his|her|their) (?:words|comments|remarks|silence)",
 )
 
+# The word as a topic, not a state: coursework, news, prevention work. Only the rules step aside here; the
+# classifier still scores the message.
+_TOPIC_MENTION = _words(
+    "squad", "bomb", "bomber", "bombers", "bombing", "bombings", "attack", "prevention", "awareness", "statistics",
+    "stats", "rates", "research", "training", "in teenagers", "among", "in young people",
+)
+
 _PATTERNS: dict[str, tuple[str, ...]] = {
     "suicide": (
         # saying it
-        r"\bsuicid(?:e|al)\b(?! squad)",
+        rf"\bsuicid(?:e|al)\b(?! {_TOPIC_MENTION}\b)",
         rf"\b{_words('kill', 'kills', 'killing', 'killed', 'hang', 'hanging', 'hanged', 'shoot', 'shooting')} "
         rf"myself\b(?! {_FIGURATIVE_KILLING})",
         rf"\b{_words('top', 'topping', 'off', 'offing', 'end', 'ending', 'drown', 'poison', 'gas')} myself\b"
@@ -317,7 +324,8 @@ _PATTERNS: dict[str, tuple[str, ...]] = {
         r"(?:kill|hit) me\b",
     ),
     "self_harm": (
-        r"\bself (?:harm|harming|harmed|injury|injuring|injure|injured|mutilation|mutilate|mutilating)\b",
+        r"\bself (?:harm|harming|harmed|injury|injuring|injure|injured|mutilation|mutilate|mutilating)\b"
+        rf"(?! {_TOPIC_MENTION}\b)",
         rf"(?<!fell and )(?<!slipped and )(?<!tripped and )\b{_SELF_INJURY} myself\b(?! {_NOT_SELF_INJURY}\b)",
         rf"\b{_INTENT} (?:to )?{_SELF_INJURY} myself\b(?! {_words(_FIGURATIVE_OBJECT, _ACCIDENT)}\b)",
         r"\b(?:cut|cutting|slit|slitting|slash|slashing|carve|carving|burn|burning) (?:my|both my|into my) "

@@ -13,7 +13,7 @@ from serving.session_risk import SessionRisk
 
 # The figures bench/safety.py gives on the whole test split (floors a little under them: the goal of issue 19,
 # 0.95 per category and 0.98 overall at FPR <= 0.05, is NOT met yet; these keep it from getting worse).
-RECALL_FLOOR, FPR_CEILING, CATEGORY_FLOOR = 0.75, 0.26, 0.6
+RECALL_FLOOR, FPR_CEILING, CATEGORY_FLOOR = 0.8, 0.15, 0.45
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,20 @@ def test_malformed_flag_events_raise_value_error_only(event: dict) -> None:
         SessionRisk(sticky_s=60).apply(event)
     except ValueError:
         pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.binary(max_size=200),
+                 st.lists(st.dictionaries(st.sampled_from(["text", "crisis", "label", "kind"]),
+                                          st.one_of(st.none(), st.booleans(), st.text(max_size=20),
+                                                    st.sampled_from(["crisis", "ordinary"]))), max_size=4)
+                 .map(lambda lines: b"\n".join(bench_safety.orjson.dumps(line) for line in lines))))
+def test_an_external_set_is_read_or_refused_with_a_value_error(tmp_path_factory, content: bytes) -> None:
+    path = tmp_path_factory.mktemp("ext") / "set.jsonl"
+    path.write_bytes(content)
+    try:
+        rows = bench_safety.read_external(path)
+    except ValueError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert rows and all(isinstance(r["text"], str) and isinstance(r["crisis"], bool) for r in rows)
