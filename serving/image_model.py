@@ -151,12 +151,13 @@ class ImageModel:
 
     def __init__(self, *, tagger: Tagger | None, patterns: dict[str, dict[str, Any]],
                  synonyms: dict[str, list[list[Any]]], persons: list[dict[str, Any]], index: _SearchIndex,
-                 report: dict[str, Any], hidden_owners: frozenset[str] = frozenset()) -> None:
+                 report: dict[str, Any], hidden_owners: frozenset[str] = frozenset(), face_cut: float = 0.0) -> None:
         self.tagger = tagger
         self.patterns = patterns
         self.synonyms = synonyms
         self.report = report
         self._persons = persons
+        self._face_cut = face_cut  # the clustering's cut: a new face joins a person within it
         self._index = index
         self.hidden_owners = hidden_owners
         self._hidden_rows = np.array([image["owner"] in hidden_owners for image in index.images], bool)
@@ -170,9 +171,11 @@ class ImageModel:
     @classmethod
     def load(cls, path: Path) -> "ImageModel":
         path = Path(path)
+        clusters = read_json(path / FACE_CLUSTERS)
         return cls(tagger=Tagger.load(path), patterns=read_json(path / CATEGORY_PATTERNS),
-                   synonyms=read_json(path / SYNONYMS), persons=read_json(path / FACE_CLUSTERS)["persons"],
-                   index=_SearchIndex.load(path), report=read_json(path / TRAINING_REPORT))
+                   synonyms=read_json(path / SYNONYMS), persons=clusters["persons"],
+                   index=_SearchIndex.load(path), report=read_json(path / TRAINING_REPORT),
+                   face_cut=clusters.get("threshold", 0.0))
 
     @classmethod
     def empty(cls) -> "ImageModel":
@@ -183,7 +186,7 @@ class ImageModel:
         """The same model with these owners' images hidden from search and people (erasure, before the next run)."""
         hidden = self.hidden_owners | frozenset(owner_pseudonyms)
         return ImageModel(tagger=self.tagger, patterns=self.patterns, synonyms=self.synonyms, persons=self._persons,
-                          index=self._index, report=self.report, hidden_owners=hidden)
+                          index=self._index, report=self.report, hidden_owners=hidden, face_cut=self._face_cut)
 
     def only_owner(self, owner_pseudonym: str) -> "ImageModel":
         """The same model showing one owner's images only: what a caller naming that owner may see."""
@@ -291,6 +294,29 @@ class ImageModel:
             if image_ids:
                 people.append({"person_id": person["person_id"], "image_ids": image_ids})
         return people
+
+    def identify(self, owner: str, faces: list[list[float]]) -> list[str | None]:
+        """The person of this owner (pseudonym) each face of one new image shows, or None (unknown): a face joins
+        the person the clustering would merge it into, i.e. its average cosine distance to the person's faces
+        is within the version's cut; the closest pairs go first and one image shows a person once."""
+        mine = [p for p in self._persons if p.get("owner") == owner and owner not in self.hidden_owners
+                and "cohesion" in p]
+        if not mine or not faces:
+            return [None] * len(faces)
+        centres = np.asarray([p["centroid"] for p in mine], float)
+        if any(len(face) != centres.shape[1] for face in faces):
+            raise ValueError(f"a face embedding needs {centres.shape[1]} numbers")
+        # For unit vectors the mean distance to a person's faces is 1 - cohesion * cos(face, centroid).
+        distance = 1 - unit_rows(np.asarray(faces, float)) @ centres.T * np.asarray([p["cohesion"] for p in mine])
+        found: list[str | None] = [None] * len(faces)
+        taken: set[int] = set()
+        for face, person in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):
+            if distance[face, person] > self._face_cut:
+                break
+            if found[face] is None and person not in taken:
+                found[face] = mine[person]["person_id"]
+                taken.add(person)
+        return found
 
     def warm_up(self) -> None:
         """Run every path once (tagger, naive Bayes, postings, look-alike matching, people) before the swap."""

@@ -411,8 +411,9 @@ def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> di
         for label in sorted(set(labels)):
             members = rows[labels == label]
             if len(members) >= hp.min_person_faces:
-                persons.append({"owner": owner, "members": members,
-                                "centre": unit_rows(vectors[members].mean(0))})
+                mean = vectors[members].mean(0)
+                persons.append({"owner": owner, "members": members, "centre": unit_rows(mean),
+                                "cohesion": float(np.linalg.norm(mean))})
     for owner in sorted({p["owner"] for p in persons}):
         mine = [p for p in persons if p["owner"] == owner]
         parents = [p for p in parent.get("persons", []) if p.get("owner") == owner]
@@ -420,7 +421,7 @@ def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> di
         for person, person_id in zip(mine, ids):
             person["person_id"] = person_id
     persons = [{"person_id": p["person_id"], "owner": p["owner"], "faces": len(p["members"]),
-                "centroid": [round(v, 6) for v in p["centre"].tolist()],
+                "centroid": [round(v, 6) for v in p["centre"].tolist()], "cohesion": round(p["cohesion"], 6),
                 "image_ids": sorted({faces[k][1] for k in p["members"]})} for p in persons]
     return {"next_person": next_number, "threshold": round(float(threshold), 6),
             "persons": sorted(persons, key=lambda p: int(p["person_id"].split("-")[1]))}
