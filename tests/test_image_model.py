@@ -125,7 +125,9 @@ def test_enhance_describes_in_the_seed_style(versions: Versions) -> None:
 def test_synonym_search_recall(versions: Versions) -> None:
     model = ImageModel.load(versions.second)
     assert synonym_search_recall(model, FIRST + MORE, WORLD) >= 0.8
-    assert "car" in model.search("automobile")["expanded_terms"]
+    expanded = {e["term"]: e for e in model.search("automobile")["expanded_terms"]}
+    assert expanded["automobile"]["why"] == "in the query" and expanded["automobile"]["weight"] == 1.0
+    assert expanded["car"]["why"].startswith("synonym of automobile: same company")
 
 
 def test_synonyms_from_co_occurrence_when_tags_do_not_show_in_embeddings(tmp_path: Path) -> None:
@@ -217,6 +219,10 @@ def test_training_report(versions: Versions) -> None:
     assert report["total_images"] == 1200
     assert report["images_with_faces"] == sum(1 for s in versions.samples if s["faces"])
     assert report["total_tags"] >= 80 and len(report["top_categories"]) == 5
+    held_out = report["held_out"]  # each part's quality on the held-out split of the library itself
+    assert held_out["images"] == versions.second_metrics["holdout_images"] > 0
+    assert held_out["tag_f1"] == versions.second_metrics["tag_f1"] and held_out["category_accuracy"] >= 0.9
+    assert held_out["held_out_face_images"] > 0 and held_out["people_agreement"] >= 0.9
     assert ImageModel.load(versions.second).report == report
 
 
@@ -263,7 +269,8 @@ def test_empty_model_answers_every_path() -> None:
     model = ImageModel.empty()
     model.warm_up()
     assert model.enhance(caption="a red car") == {"description": "a red car", "suggested_tags": [], "category": None}
-    assert model.search("car") == {"results": [], "expanded_terms": ["car"]}
+    assert model.search("car") == {"results": [], "expanded_terms": [{"term": "car", "weight": 1.0,
+                                                                      "why": "in the query"}]}
     assert model.people() == []
 
 
