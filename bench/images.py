@@ -5,9 +5,15 @@ time ratio, one from scratch on all of it); goals are scored on the second, tags
 the same run: suggesting the library's three most common tags to every image, and search by exact tag (no learned
 synonyms). The headline is enhance from the embedding alone on held-out images beside k-nearest neighbours over the
 stored images' embeddings (the same input); --synonym-share below 1 gives synonyms embeddings that do not coincide.
+People are also scored on the held-out images' faces, which the clustering never saw (model.identify), beside
+assigning every face to its owner's nearest person centre (no cut; the same input).
+
+Then the same figures (apart_*) on libraries from tests/image_synth_apart.py, a generator written without reading
+tests/image_synth.py: other themes and names, a nonlinear embedding, 20+ people with unequal photo counts. Its
+model is trained from scratch on the stored library; baselines as above, in the same run on the same input.
 The last line is one JSON object.
 
-    .venv/bin/python bench/images.py [--images 1500] [--held-out 500]
+    .venv/bin/python bench/images.py [--images 1500] [--held-out 500] [--apart-dim 384]
 """
 
 from __future__ import annotations
@@ -18,27 +24,34 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from serving.image_model import ImageModel, Tagger, unit_rows  # noqa: E402
+from serving.image_model import FACE_CLUSTERS, ImageModel, Tagger, read_json, unit_rows  # noqa: E402
 from tests.image_synth import (SyntheticLibrary, SyntheticWorld, anonymized_samples, enhance_scores,  # noqa: E402
-                               held_out_tag_f1, people_pairwise_f1, secrets_at_rest, synonym_search_recall,
-                               unconsented_images_in_people)
+                               held_out_people_f1, held_out_tag_f1, people_pairwise_f1, secrets_at_rest,
+                               synonym_search_recall, unconsented_images_in_people)
+from tests.image_synth_apart import ApartWorld, apart_samples  # noqa: E402
 from trainer.image_training import ImageHParams, train_image  # noqa: E402
 
 
-def popular_tags_precision(stored: SyntheticLibrary, held_out: SyntheticLibrary) -> float:
+Vocabulary = Callable[[str], set[str]]
+
+
+def popular_tags_precision(stored: SyntheticLibrary, held_out: SyntheticLibrary,
+                           vocabulary: Vocabulary = SyntheticWorld.vocabulary) -> float:
     top = [tag for tag, _ in Counter(t for e in stored.events for t in e.get("tags", [])).most_common(3)]
-    right = sum(tag in SyntheticWorld.vocabulary(held_out.truth[e["image_id"]].category)
+    right = sum(tag in vocabulary(held_out.truth[e["image_id"]].category)
                 for e in held_out.events for tag in top)
     return right / (3 * len(held_out.events))
 
 
-def knn_embedding_scores(stored: SyntheticLibrary, held_out: SyntheticLibrary, k: int = 10) -> tuple[float, float]:
+def knn_embedding_scores(stored: SyntheticLibrary, held_out: SyntheticLibrary, k: int = 10,
+                         vocabulary: Vocabulary = SyntheticWorld.vocabulary) -> tuple[float, float]:
     """The embedding-only baseline: each held-out image gets the three tags and the category most common among its
     k nearest stored images (cosine), scored as enhance_scores scores the model given the embedding alone."""
     train = [e for e in stored.events if e.get("embedding")]
@@ -49,13 +62,13 @@ def knn_embedding_scores(stored: SyntheticLibrary, held_out: SyntheticLibrary, k
         truth = held_out.truth[event["image_id"]].category
         near = [train[row] for row in np.argsort(-similarities)[:k]]
         top = [tag for tag, _ in Counter(t for e in near for t in e.get("tags", [])).most_common(3)]
-        right_tags += sum(tag in SyntheticWorld.vocabulary(truth) for tag in top)
+        right_tags += sum(tag in vocabulary(truth) for tag in top)
         votes = Counter(e["category"] for e in near if e.get("category"))
         right_categories += bool(votes) and votes.most_common(1)[0][0] == truth
     return right_tags / (3 * len(held_out.events)), right_categories / len(held_out.events)
 
 
-def exact_tag_recall(stored: SyntheticLibrary, world: SyntheticWorld) -> float:
+def exact_tag_recall(stored: SyntheticLibrary, world: SyntheticWorld | ApartWorld) -> float:
     """synonym_search_recall's measure when a query finds only the images carrying its own tag."""
     found = relevant_total = 0
     for group in world.synonym_groups:
@@ -64,6 +77,58 @@ def exact_tag_recall(stored: SyntheticLibrary, world: SyntheticWorld) -> float:
             found += sum(name in tags for tags in relevant)
             relevant_total += sum(bool(tags) for tags in relevant)
     return found / relevant_total
+
+
+def nearest_centre(version: Path) -> Callable[[str, list[list[float]]], list[str | None]]:
+    """The held-out people baseline: every face goes to its owner's nearest person centre (cosine), no cut."""
+    persons = read_json(version / FACE_CLUSTERS)["persons"]
+
+    def assign(owner: str, faces: list[list[float]]) -> list[str | None]:
+        mine = [p for p in persons if p["owner"] == owner]
+        if not mine:
+            return [None] * len(faces)
+        similarity = unit_rows(np.asarray(faces, float)) @ np.asarray([p["centroid"] for p in mine], float).T
+        return [mine[int(row.argmax())]["person_id"] for row in similarity]
+    return assign
+
+
+def people_figures(model: ImageModel, version: Path, held_out: SyntheticLibrary) -> dict[str, float]:
+    ours, baseline = held_out_people_f1(model, held_out), held_out_people_f1(model, held_out, nearest_centre(version))
+    return {"held_out_people_f1": round(ours, 4), "baseline_held_out_people_f1": round(baseline, 4),
+            "held_out_people_ratio": round(ours / baseline, 3) if baseline else None}
+
+
+def apart_figures(args: argparse.Namespace) -> dict[str, object]:
+    """The headline figures on the second generator's libraries, each beside its same-input baseline."""
+    world = ApartWorld(dim=args.apart_dim, noise=args.apart_noise, face_noise=args.apart_face_noise,
+                       name_overlap=args.apart_name_overlap)
+    stored, held_out = world.library(args.images, seed=11), world.library(args.held_out, seed=13)
+    with tempfile.TemporaryDirectory() as registry:
+        version = Path(registry) / "1"
+        metrics = train_image(parent_dir=None, out_dir=version, samples=apart_samples(stored), new_ids=None,
+                              hparams=ImageHParams())
+        model = ImageModel.load(version)
+        precision, accuracy = enhance_scores(model, held_out, ("embedding",), world.vocabulary)
+        knn_precision, knn_accuracy = knn_embedding_scores(stored, held_out, vocabulary=world.vocabulary)
+        recall, exact = synonym_search_recall(model, stored, world), exact_tag_recall(stored, world)
+        figures = {
+            "people_in_world": world.people,
+            "tag_precision_at_3_embedding_only": round(precision, 4),
+            "knn_tag_precision_at_3_embedding_only": round(knn_precision, 4),
+            "embedding_tag_precision_vs_knn": round(precision / knn_precision, 3),
+            "category_accuracy_embedding_only": round(accuracy, 4),
+            "knn_category_accuracy_embedding_only": round(knn_accuracy, 4),
+            "embedding_category_accuracy_vs_knn": round(accuracy / knn_accuracy, 3),
+            "synonym_search_recall": round(recall, 4),
+            "baseline_synonym_search_recall": round(exact, 4),
+            "synonym_recall_ratio": round(recall / exact, 3),
+            "synonym_pairs": metrics["synonym_pairs"],
+            "people_pairwise_f1": round(people_pairwise_f1(model, stored), 4),
+            **people_figures(model, version, held_out),
+            "people": metrics["people"],
+            "unconsented_images_in_people": unconsented_images_in_people(model, stored),
+        }
+    return {f"apart_{name}": value for name, value in figures.items()}
 
 
 def main() -> None:
@@ -76,9 +141,15 @@ def main() -> None:
     parser.add_argument("--synonym-share", type=float, default=1.0,
                         help="how much a synonym's embedding direction is its twin's (1: they coincide)")
     parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    parser.add_argument("--persons-per-owner", type=int, default=2, help="people in each of the 8 owners' photos")
+    parser.add_argument("--apart-dim", type=int, default=384, help="the second generator's embedding dimension")
+    parser.add_argument("--apart-noise", type=float, default=1.0, help="the second generator's embedding noise")
+    parser.add_argument("--apart-face-noise", type=float, default=0.45, help="... and face noise")
+    parser.add_argument("--apart-name-overlap", type=float, default=0.5,
+                        help="how much of its look a name shares with its concept's other names (1: the same)")
     args = parser.parse_args()
     world = SyntheticWorld(noise=args.noise, face_noise=args.face_noise, concept_strength=args.concept_strength,
-                           synonym_share=args.synonym_share, dim=args.dim)
+                           synonym_share=args.synonym_share, dim=args.dim, persons_per_owner=args.persons_per_owner)
     hparams = ImageHParams()
     first = world.library(args.images // 2, seed=1)
     stored = first + world.library(args.images - args.images // 2, seed=2)
@@ -105,6 +176,7 @@ def main() -> None:
             "category_accuracy_embedding_only": round(embedding_accuracy, 4),
             "synonym_search_recall": round(synonym_search_recall(model, stored, world), 4),
             "people_pairwise_f1": round(people_pairwise_f1(model, stored), 4),
+            **people_figures(model, child, held_out),
             "unconsented_images_in_people": unconsented_images_in_people(model, stored),
             "secret_words_at_rest": len(secrets_at_rest(stored, at_rest)),
             "held_out_tag_f1_parent": round(held_out_tag_f1(Tagger.load(parent), held_out, hparams.tag_threshold), 4),
@@ -126,6 +198,7 @@ def main() -> None:
     result["synonym_recall_ratio"] = round(
         result["synonym_search_recall"] / result["baseline_synonym_search_recall"], 3)
     result["incremental_speedup"] = round(scratch_s / incremental_s, 3)
+    result.update(apart_figures(args))
     for name, value in result.items():
         print(f"{name:>36}: {value}")
     print(json.dumps(result))

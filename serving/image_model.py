@@ -7,7 +7,7 @@ this reads them. It needs numpy and safetensors only (no torch), so every servin
   category head (forward pass in numpy, identical to the trainer's torch module).
 * category_patterns.json: per category its image count, common caption words, co-occurring tags, and the counts the
   naive-Bayes category guess from caption words and tags is made of.
-* synonyms.json: tag -> [[synonym, similarity], ...]. face_clusters.json: people, with stable person ids.
+* synonyms.json: tag -> [[synonym, similarity, why], ...] (why: the evidence, absent in older versions). face_clusters.json: people, with stable person ids.
 * search_index.json + search_vectors.safetensors: per image its owner pseudonym, category, tags and caption words;
   the image embeddings and per-tag centroids for matching by look. training_report.json: the seed's report.
 
@@ -63,6 +63,29 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero): the tagger's input and the search vectors' form."""
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
+
+
+def assign_faces(persons: list[dict[str, Any]], cut: float, faces: list[list[float]]) -> list[str | None]:
+    """Each face of one image -> the person (of face_clusters.json's persons, one owner's) the clustering would
+    merge it into, or None: its average cosine distance to the person's faces is within the clustering's cut.
+    The closest pairs go first and one image shows a person once."""
+    persons = [p for p in persons if "cohesion" in p]
+    if not persons or not faces:
+        return [None] * len(faces)
+    centres = np.asarray([p["centroid"] for p in persons], float)
+    if any(len(face) != centres.shape[1] for face in faces):
+        raise ValueError(f"a face embedding needs {centres.shape[1]} numbers")
+    # For unit vectors the mean distance to a person's faces is 1 - cohesion * cos(face, centroid).
+    distance = 1 - unit_rows(np.asarray(faces, float)) @ centres.T * np.asarray([p["cohesion"] for p in persons])
+    found: list[str | None] = [None] * len(faces)
+    taken: set[int] = set()
+    for face, person in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):
+        if distance[face, person] > cut:
+            break
+        if found[face] is None and person not in taken:
+            found[face] = persons[person]["person_id"]
+            taken.add(person)
+    return found
 
 
 def read_json(path: Path) -> Any:
@@ -151,12 +174,13 @@ class ImageModel:
 
     def __init__(self, *, tagger: Tagger | None, patterns: dict[str, dict[str, Any]],
                  synonyms: dict[str, list[list[Any]]], persons: list[dict[str, Any]], index: _SearchIndex,
-                 report: dict[str, Any], hidden_owners: frozenset[str] = frozenset()) -> None:
+                 report: dict[str, Any], hidden_owners: frozenset[str] = frozenset(), face_cut: float = 0.0) -> None:
         self.tagger = tagger
         self.patterns = patterns
         self.synonyms = synonyms
         self.report = report
         self._persons = persons
+        self._face_cut = face_cut  # the clustering's cut: a new face joins a person within it
         self._index = index
         self.hidden_owners = hidden_owners
         self._hidden_rows = np.array([image["owner"] in hidden_owners for image in index.images], bool)
@@ -170,9 +194,11 @@ class ImageModel:
     @classmethod
     def load(cls, path: Path) -> "ImageModel":
         path = Path(path)
+        clusters = read_json(path / FACE_CLUSTERS)
         return cls(tagger=Tagger.load(path), patterns=read_json(path / CATEGORY_PATTERNS),
-                   synonyms=read_json(path / SYNONYMS), persons=read_json(path / FACE_CLUSTERS)["persons"],
-                   index=_SearchIndex.load(path), report=read_json(path / TRAINING_REPORT))
+                   synonyms=read_json(path / SYNONYMS), persons=clusters["persons"],
+                   index=_SearchIndex.load(path), report=read_json(path / TRAINING_REPORT),
+                   face_cut=clusters.get("threshold", 0.0))
 
     @classmethod
     def empty(cls) -> "ImageModel":
@@ -183,7 +209,7 @@ class ImageModel:
         """The same model with these owners' images hidden from search and people (erasure, before the next run)."""
         hidden = self.hidden_owners | frozenset(owner_pseudonyms)
         return ImageModel(tagger=self.tagger, patterns=self.patterns, synonyms=self.synonyms, persons=self._persons,
-                          index=self._index, report=self.report, hidden_owners=hidden)
+                          index=self._index, report=self.report, hidden_owners=hidden, face_cut=self._face_cut)
 
     def only_owner(self, owner_pseudonym: str) -> "ImageModel":
         """The same model showing one owner's images only: what a caller naming that owner may see."""
@@ -237,12 +263,12 @@ class ImageModel:
             # Geometric mean: a tag must suit both the likely categories and this image's look.
             scores = {tag: math.sqrt(scores.get(tag, 0.0) * p) for tag, p in tag_probabilities.items()}
         ranked = sorted((tag for tag, score in scores.items() if score > 0), key=lambda tag: (-scores[tag], tag))
-        taken = set(given) | {synonym for tag in given for synonym, _ in self.synonyms.get(tag, [])}
+        taken = set(given) | {pair[0] for tag in given for pair in self.synonyms.get(tag, [])}
         suggested = []
         for tag in ranked:
             if tag not in taken:
                 suggested.append(tag)
-                taken |= {tag} | {synonym for synonym, _ in self.synonyms.get(tag, [])}
+                taken |= {tag} | {pair[0] for pair in self.synonyms.get(tag, [])}
         return suggested
 
     @staticmethod
@@ -256,7 +282,7 @@ class ImageModel:
     # --- search and people ---------------------------------------------------------------------------------------
     def search(self, q: str, limit: int = 20) -> dict[str, Any]:
         """Images by caption words, tags, categories and their learned synonyms, then by look (embedding)."""
-        expanded = self._expand(q)
+        expanded, reasons = self._expand(q)
         images = self._index.images
         scores = np.zeros(len(images))
         for term, weight in expanded.items():
@@ -271,17 +297,22 @@ class ImageModel:
         best = [row for row in np.argsort(-scores, kind="stable")[:max(limit, 0)] if scores[row] > 0]
         return {"results": [{"image_id": images[row]["image_id"], "score": round(float(scores[row]), 4)}
                             for row in best],
-                "expanded_terms": list(expanded)}
+                "expanded_terms": [{"term": term, "weight": round(weight, 4), "why": reasons[term]}
+                                   for term, weight in expanded.items()]}
 
-    def _expand(self, q: str) -> dict[str, float]:
-        """Query terms (the whole query too, when it is a tag) with weight 1, then their synonyms by similarity."""
+    def _expand(self, q: str) -> tuple[dict[str, float], dict[str, str]]:
+        """(term -> weight, term -> why it was added): query terms (the whole query too, when it is a tag) with
+        weight 1, then their synonyms by similarity, with the evidence the trainer found for each."""
         phrase = normalize_tag(q)
         terms = ([phrase] if phrase in self.synonyms or phrase in self._index.postings else []) + terms_of(q)
         expanded = dict.fromkeys(terms, 1.0)
+        reasons = dict.fromkeys(terms, "in the query")
         for term in terms:
-            for synonym, similarity in self.synonyms.get(term, []):
-                expanded[synonym] = max(expanded.get(synonym, 0.0), similarity)
-        return expanded
+            for synonym, similarity, *why in self.synonyms.get(term, []):
+                if similarity > expanded.get(synonym, 0.0):
+                    expanded[synonym] = similarity
+                    reasons[synonym] = f"synonym of {term}: {why[0] if why else 'learned'}"
+        return expanded, reasons
 
     def people(self) -> list[dict[str, Any]]:
         """[{"person_id", "image_ids"}]: each person the clusterer found, minus images of hidden owners."""
@@ -291,6 +322,13 @@ class ImageModel:
             if image_ids:
                 people.append({"person_id": person["person_id"], "image_ids": image_ids})
         return people
+
+    def identify(self, owner: str, faces: list[list[float]]) -> list[str | None]:
+        """The person of this owner (pseudonym) each face of one new image shows, or None (unknown); see
+        assign_faces. Raises ValueError when a face's dimension is not the persons'."""
+        if owner in self.hidden_owners:
+            return [None] * len(faces)
+        return assign_faces([p for p in self._persons if p.get("owner") == owner], self._face_cut, faces)
 
     def warm_up(self) -> None:
         """Run every path once (tagger, naive Bayes, postings, look-alike matching, people) before the swap."""

@@ -265,6 +265,26 @@ def people_pairwise_f1(model: ImageModel, library: SyntheticLibrary) -> float:
     return 2 * hits / (len(true_pairs) + len(said_pairs)) if true_pairs or said_pairs else 1.0
 
 
+def held_out_people_f1(model: ImageModel, library: SyntheticLibrary,
+                       assign: Callable[[str, list[list[float]]], list[str | None]] | None = None) -> float:
+    """people_pairwise_f1 on images the clustering never saw: each face-consented image's faces are assigned to
+    its owner's known persons (model.identify unless `assign` is given; None is unknown), and pairs of these
+    images said to share a person are scored against the pairs that truly do."""
+    assign = assign or model.identify
+    said, truth = {}, {}
+    for event in library.events:
+        image_truth = library.truth[event["image_id"]]
+        if image_truth.face_consent and event.get("faces"):
+            found = assign(stand_in_pseudonymize(event["user_id"]), [face["embedding"] for face in event["faces"]])
+            said[event["image_id"]] = {person for person in found if person}
+            truth[event["image_id"]] = set(image_truth.persons)
+    pairs = list(itertools.combinations(sorted(truth), 2))
+    true_pairs = {pair for pair in pairs if truth[pair[0]] & truth[pair[1]]}
+    said_pairs = {pair for pair in pairs if said[pair[0]] & said[pair[1]]}
+    hits = len(true_pairs & said_pairs)
+    return 2 * hits / (len(true_pairs) + len(said_pairs)) if true_pairs or said_pairs else 1.0
+
+
 def unconsented_images_in_people(model: ImageModel, library: SyntheticLibrary) -> int:
     return sum(1 for person in model.people() for image_id in person["image_ids"]
                if image_id in library.truth and not library.truth[image_id].face_consent)

@@ -12,9 +12,10 @@ import pytest
 from consumers.image_anon import anonymize_image_event, scrub_exif
 from serving.image_model import ImageModel, Tagger
 from tests.image_synth import (PET_NAMES, SyntheticLibrary, SyntheticWorld, anonymized_samples, enhance_scores,
-                               held_out_tag_f1, people_pairwise_f1, person_ids_by_truth, secrets_at_rest,
+                               held_out_people_f1, held_out_tag_f1, people_pairwise_f1, person_ids_by_truth, secrets_at_rest,
                                stand_in_anonymize_text, stand_in_pseudonymize, synonym_search_recall,
                                unconsented_images_in_people)
+from tests.image_synth_apart import ApartWorld, apart_samples
 from trainer.image_training import ImageHParams, train_image
 
 NEW_TAG = "vintage"  # only the second version sees it: its tag head must grow
@@ -124,7 +125,9 @@ def test_enhance_describes_in_the_seed_style(versions: Versions) -> None:
 def test_synonym_search_recall(versions: Versions) -> None:
     model = ImageModel.load(versions.second)
     assert synonym_search_recall(model, FIRST + MORE, WORLD) >= 0.8
-    assert "car" in model.search("automobile")["expanded_terms"]
+    expanded = {e["term"]: e for e in model.search("automobile")["expanded_terms"]}
+    assert expanded["automobile"]["why"] == "in the query" and expanded["automobile"]["weight"] == 1.0
+    assert expanded["car"]["why"].startswith("synonym of automobile: same company")
 
 
 def test_synonyms_from_co_occurrence_when_tags_do_not_show_in_embeddings(tmp_path: Path) -> None:
@@ -161,6 +164,31 @@ def test_person_ids_are_stable_from_run_to_run(versions: Versions) -> None:
     assert all(before[person] == after[person] for person in shared)
 
 
+def test_held_out_faces_join_their_owners_known_people(versions: Versions) -> None:
+    model = ImageModel.load(versions.second)
+    assert held_out_people_f1(model, HELD_OUT) >= 0.9
+    event = next(e for e in HELD_OUT.events if e.get("faces"))
+    faces = [face["embedding"] for face in event["faces"]]
+    owner = stand_in_pseudonymize(event["user_id"])
+    assert model.identify("u_someone-else", faces) == [None] * len(faces)
+    assert model.without_owners({owner}).identify(owner, faces) == [None] * len(faces)
+    with pytest.raises(ValueError):
+        model.identify(owner, [[0.1, 0.2]])
+
+
+def test_people_on_a_library_written_apart_with_many_people(tmp_path: Path) -> None:
+    """tests/image_synth_apart.py: 20+ people, unequal photo counts, up to four faces an image; scored on faces the
+    clustering never saw."""
+    world = ApartWorld(dim=32)
+    stored, held_out = world.library(700, seed=31), world.library(250, seed=32)
+    train_image(parent_dir=None, out_dir=tmp_path, samples=apart_samples(stored), new_ids=None,
+                hparams=ImageHParams(epochs_from_scratch=1))
+    model = ImageModel.load(tmp_path)
+    assert world.people >= 20
+    assert held_out_people_f1(model, held_out) >= 0.9
+    assert unconsented_images_in_people(model, stored) == 0
+
+
 def test_more_data_scores_at_least_as_well_on_held_out_tags(versions: Versions) -> None:
     assert versions.second_metrics["mode"] == "incremental"
     first_f1, second_f1 = (held_out_tag_f1(Tagger.load(version), HELD_OUT, HPARAMS.tag_threshold)
@@ -191,6 +219,10 @@ def test_training_report(versions: Versions) -> None:
     assert report["total_images"] == 1200
     assert report["images_with_faces"] == sum(1 for s in versions.samples if s["faces"])
     assert report["total_tags"] >= 80 and len(report["top_categories"]) == 5
+    held_out = report["held_out"]  # each part's quality on the held-out split of the library itself
+    assert held_out["images"] == versions.second_metrics["holdout_images"] > 0
+    assert held_out["tag_f1"] == versions.second_metrics["tag_f1"] and held_out["category_accuracy"] >= 0.9
+    assert held_out["held_out_face_images"] > 0 and held_out["people_agreement"] >= 0.9
     assert ImageModel.load(versions.second).report == report
 
 
@@ -237,7 +269,8 @@ def test_empty_model_answers_every_path() -> None:
     model = ImageModel.empty()
     model.warm_up()
     assert model.enhance(caption="a red car") == {"description": "a red car", "suggested_tags": [], "category": None}
-    assert model.search("car") == {"results": [], "expanded_terms": ["car"]}
+    assert model.search("car") == {"results": [], "expanded_terms": [{"term": "car", "weight": 1.0,
+                                                                      "why": "in the query"}]}
     assert model.people() == []
 
 

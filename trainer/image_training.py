@@ -5,7 +5,7 @@ a) the tagger, continued from the parent's weights on new images plus a replay o
    there is no usable parent, the embedding dimension or width changed, or an image the parent learned from is gone
    (erased or replaced: its influence must leave the weights). Vocabulary changes map rows by name;
 b) category patterns; c) tag synonyms (look and context); d) people (per owner, a data-chosen cut; ids kept from the parent's people);
-e) the search index; f) the seed's training report.
+e) the search index; f) the seed's training report, with each part's quality on the held-out split.
 Everything but the tagger is recomputed from the current samples every run, so erased images leave it at once.
 Labels used by fewer than `min_label_owners` owners never enter the shared vocabulary: one family's pet name or
 private word is not suggested to anyone else.
@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import combinations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
 from serving.image_model import (CATEGORY_PATTERNS, FACE_CLUSTERS, SEARCH_INDEX, SEARCH_VECTORS, SYNONYMS,
-                                 TAGGER_VOCABULARY, TAGGER_WEIGHTS, TRAINING_REPORT, Tagger, read_json, terms_of,
-                                 unit_rows)
+                                 TAGGER_VOCABULARY, TAGGER_WEIGHTS, TRAINING_REPORT, Tagger, assign_faces, read_json,
+                                 terms_of, unit_rows)
 
 Progress = Callable[[dict[str, Any]], None]  # {"step", "steps", "stage"}, as the trainer service reads it
 
@@ -98,7 +99,9 @@ def train_image(*, parent_dir: Path | None, out_dir: Path, samples: list[dict], 
     step(4)
     _write_search_index(images, tags, out_dir, hparams)
     step(5)
-    report = _report(images, hparams)
+    held_out = {"images": metrics["holdout_images"], "tag_f1": metrics["tag_f1"],
+                "category_accuracy": metrics["category_accuracy"], **_held_out_people(images, people, hparams)}
+    report = {**_report(images, hparams), "held_out": held_out}
     _write_json(out_dir / TRAINING_REPORT, report)
     step(6)
     return {**metrics, "tag_vocabulary": len(tags), "categories": len(categories),
@@ -310,7 +313,7 @@ _RIDGE = 1.0  # keeps the per-tag look effects defined for tags that always come
 
 
 def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str, list[list[Any]]]:
-    """tag -> [[synonym, score]]. Two tags are synonyms when they keep the same company (the other tags and the
+    """tag -> [[synonym, score, why]] (why: the evidence that held, for search's expanded_terms). Two tags are synonyms when they keep the same company (the other tags and the
     categories they come with) and either
     * both visibly change how an image looks, in the same way (car and automobile; cat and dog look different), or
     * they come together far less often than their categories predict: people write one name or the other (also
@@ -339,7 +342,9 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     score = (context + np.where(looks_alike, look, np.maximum(apart, 0))) / 2
     synonyms: dict[str, list[list[Any]]] = {}
     for a, b in zip(*np.nonzero(same)):
-        synonyms.setdefault(candidates[a], []).append([candidates[b], round(float(score[a, b]), 4)])
+        why = ["same company"] + (["looks alike"] if looks_alike[a, b] else []) + (
+            ["written apart"] if written_apart[a, b] else [])
+        synonyms.setdefault(candidates[a], []).append([candidates[b], round(float(score[a, b]), 4), ", ".join(why)])
     return {tag: sorted(found, key=lambda pair: (-pair[1], pair[0])) for tag, found in sorted(synonyms.items())}
 
 
@@ -411,8 +416,9 @@ def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> di
         for label in sorted(set(labels)):
             members = rows[labels == label]
             if len(members) >= hp.min_person_faces:
-                persons.append({"owner": owner, "members": members,
-                                "centre": unit_rows(vectors[members].mean(0))})
+                mean = vectors[members].mean(0)
+                persons.append({"owner": owner, "members": members, "centre": unit_rows(mean),
+                                "cohesion": float(np.linalg.norm(mean))})
     for owner in sorted({p["owner"] for p in persons}):
         mine = [p for p in persons if p["owner"] == owner]
         parents = [p for p in parent.get("persons", []) if p.get("owner") == owner]
@@ -420,7 +426,7 @@ def _people(images: list[dict], parent_dir: Path | None, hp: ImageHParams) -> di
         for person, person_id in zip(mine, ids):
             person["person_id"] = person_id
     persons = [{"person_id": p["person_id"], "owner": p["owner"], "faces": len(p["members"]),
-                "centroid": [round(v, 6) for v in p["centre"].tolist()],
+                "centroid": [round(v, 6) for v in p["centre"].tolist()], "cohesion": round(p["cohesion"], 6),
                 "image_ids": sorted({faces[k][1] for k in p["members"]})} for p in persons]
     return {"next_person": next_number, "threshold": round(float(threshold), 6),
             "persons": sorted(persons, key=lambda p: int(p["person_id"].split("-")[1]))}
@@ -498,6 +504,33 @@ def _report(images: list[dict], hp: ImageHParams) -> dict:
     return {"total_images": len(images), "total_tags": len({t for i in images for t in i["tags"]}),
             "images_with_faces": sum(1 for i in images if i["faces"]),
             "top_categories": [c for c, _ in sorted(categories.items(), key=_by_count)[:hp.report_top_categories]]}
+
+
+def _held_out_people(images: list[dict], people: dict, hp: ImageHParams) -> dict[str, Any]:
+    """How well people generalise within the owners' own libraries: faces are clustered without the held-out
+    split's images, whose faces are then assigned as serving's identify assigns new faces. people_agreement is
+    the pairwise F1 of those assignments (pairs of held-out images said to share a person) against the run's
+    persons on all faces; None without such pairs. There is no ground truth here, only consistency."""
+    holdout = [i for i in images if _in_holdout(i["event_id"], hp.holdout_fraction) and i["faces"]]
+    if not holdout:
+        return {"people_agreement": None, "held_out_face_images": 0}
+    kept = _people([i for i in images if not _in_holdout(i["event_id"], hp.holdout_fraction)], None, hp)
+    full: dict[str, set[str]] = {}
+    for person in people["persons"]:
+        for image_id in person["image_ids"]:
+            full.setdefault(image_id, set()).add(person["person_id"])
+    dim = _common_length([face["embedding"] for image in images for face in image["faces"]])
+    said = {}
+    for image in holdout:
+        mine = [p for p in kept["persons"] if p["owner"] == image["owner"]]
+        faces = [face["embedding"] for face in image["faces"] if len(face["embedding"]) == dim]
+        said[image["image_id"]] = {p for p in assign_faces(mine, kept["threshold"], faces) if p}
+    pairs = list(combinations(said, 2))
+    true_pairs = {pair for pair in pairs if full.get(pair[0], set()) & full.get(pair[1], set())}
+    said_pairs = {pair for pair in pairs if said[pair[0]] & said[pair[1]]}
+    total = len(true_pairs) + len(said_pairs)
+    return {"people_agreement": round(2 * len(true_pairs & said_pairs) / total, 4) if total else None,
+            "held_out_face_images": len(holdout)}
 
 
 def _write_json(path: Path, value: Any) -> None:
