@@ -29,6 +29,7 @@ from typing import Any
 
 from learnstream.metrics import CHAT_BATCH_SIZE, CHAT_TOKENS, CHAT_TTFT_SECONDS
 from serving.generation import GenerationSettings, context_ids
+from serving.holders import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,11 @@ class GenerationEngine:
             self._step()
 
     def close(self) -> None:
-        """Stop the engine thread once it has finished what it was given (waits for it unless called from it)."""
+        """Stop the engine thread once it has finished what it was given; it then lets the model go and hands
+        its memory back (never waited for here: this runs on the event loop when a swapped-out model goes)."""
         with self._wake:
             self._closed = True
             self._wake.notify()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
 
     # ---- the engine thread ------------------------------------------------------------------------------------
 
@@ -120,8 +119,10 @@ class GenerationEngine:
                 while not self._waiting and self._batch is None and not self._closed:
                     self._wake.wait()
                 if self._closed and not self._waiting and self._batch is None:
-                    return
+                    break
             self._step()
+        self.model = self.tokenizer = None  # the holder may have trimmed the heap before this thread let go
+        release_memory()
 
     def _step(self) -> None:
         """Let waiting sequences join, then decode one token for every sequence in the batch."""

@@ -91,7 +91,10 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(talkative_mode
     finally:
         talkative_model.forward = forward
     assert engine.submit(HISTORIES[0]).result(timeout=30)[0] == alone(talkative_model, tokenizer, HISTORIES[0])[0]
+    thread = engine._thread  # noqa: SLF001
     engine.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and engine.model is None  # the model is let go with the thread
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(HISTORIES[0])
 
