@@ -15,7 +15,12 @@ first token p50 (each user's clock starts when it sends, so queueing counts). Th
 (a warm copy of 1 GiB, best of 5, read plus write traffic) gives the step bound: bytes of weights a decoding
 step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py [--users 1,4,8] [--rounds 1] [--max-new-tokens 64]
+--int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
+layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
+loss with the fp32 model's on texts neither was built from (the held-out loss: random weights, so this bounds
+the quantisation error, not the quality of a reply). Serving does not quantise: this measures whether it should.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py [--users 1,4,8] [--rounds 1] [--max-new-tokens 64] [--int8]
 """
 
 from __future__ import annotations
@@ -34,11 +39,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from transformers.pytorch_utils import Conv1D  # noqa: E402
+
 from bench.swap import MESSAGES, dialogpt_sized_tokenizer  # noqa: E402
 from serving.engine import GenerationEngine  # noqa: E402
 from serving.generation import GenerationSettings, generate_reply  # noqa: E402
 
 COPY_BYTES = 1 << 30  # the bandwidth probe: at least 1 GiB, far beyond any cache
+HELD_OUT = ("We walked along the canal after lunch and talked about nothing much",  # for the int8 loss only
+            "The appointment moved to Thursday so I rearranged the whole week",
+            "Some mornings the kettle is the only thing that feels manageable")
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,30 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
 
 
+def int8_copy(model: GPT2LMHeadModel) -> torch.nn.Module:
+    """The model with every linear layer dynamically quantised to int8 (fbgemm's prepacked kernels)."""
+    import copy
+
+    converted = copy.deepcopy(model)
+    for module in list(converted.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):  # weight [in, out], nn.Linear's is [out, in]
+                linear = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
+                linear.weight.data, linear.bias.data = child.weight.data.t().contiguous(), child.bias.data
+                setattr(module, name, linear)
+    return torch.ao.quantization.quantize_dynamic(converted, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def held_out_loss(model: torch.nn.Module, tokenizer) -> float:
+    """Mean next-token loss over HELD_OUT."""
+    losses = []
+    with torch.inference_mode():
+        for text in HELD_OUT:
+            ids = torch.tensor([tokenizer.encode(text)])
+            losses.append(float(model(input_ids=ids, labels=ids).loss))
+    return float(np.mean(losses))
+
+
 async def user(answer, prompts: list[str]) -> list[Timing]:
     """One user: its prompts one after another, each timed from the moment it is sent."""
     timings = []
@@ -121,7 +155,7 @@ def build_model() -> tuple[GPT2LMHeadModel, object]:
     return GPT2LMHeadModel(config).eval(), tokenizer
 
 
-async def run(users: list[int], rounds: int, max_new_tokens: int) -> dict:
+async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) -> dict:
     print("building a 124M model and a 50257-token tokenizer...", file=sys.stderr, flush=True)
     model, tokenizer = build_model()
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
@@ -146,6 +180,21 @@ async def run(users: list[int], rounds: int, max_new_tokens: int) -> dict:
             print(f"{name:8} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
                   f"p99 {r['p99']:.2f}s, ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
     engine.close()
+    if int8:
+        quantised = int8_copy(model)
+        engine8 = GenerationEngine(quantised, tokenizer, settings, max_batch=max(users))
+
+        async def ours8(history, streamer):
+            return await engine8.reply(history, streamer=streamer)
+
+        await ours8([MESSAGES[0]], FirstToken())
+        results["int8"] = {}
+        for count in users:
+            results["int8"][count] = r = await measure(ours8, count, rounds)
+            print(f"int8     users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
+                  f"ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
+        engine8.close()
+        results["loss"] = {"fp32": held_out_loss(model, tokenizer), "int8": held_out_loss(quantised, tokenizer)}
     bandwidth = memory_bandwidth()
     step_bound_ms = weight_bytes(model) / bandwidth * 1000
     alone = results["ours"][min(users)]["timings"]
@@ -173,6 +222,14 @@ def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int
         "bandwidth_gb_s": round(measured["bandwidth_gb_s"], 2), "step_bound_ms": round(measured["step_bound_ms"], 1),
         "step_ms": round(measured["step_ms"], 1),
     }
+    if "int8" in measured["results"]:
+        int8, loss = measured["results"]["int8"], measured["results"]["loss"]
+        summary["int8"] = {"tokens_per_s": per_users(int8, "tokens_per_s", 1), "p50": per_users(int8, "p50"),
+                           "ttft": per_users(int8, "ttft"),
+                           "ratio_vs_fp32_engine": {str(c): round(int8[c]["tokens_per_s"] / ours[c]["tokens_per_s"], 2)
+                                                    for c in users},
+                           "held_out_loss_fp32": round(loss["fp32"], 4), "held_out_loss_int8": round(loss["int8"], 4),
+                           "loss_change": round(loss["int8"] / loss["fp32"] - 1, 4)}
     if 4 in users and 1 in users:
         summary["goals_met"] = {
             "tokens_per_s_4_ge_3x_baseline": ours[4]["tokens_per_s"] >= 3 * base[4]["tokens_per_s"],
@@ -188,6 +245,7 @@ def main() -> None:
     parser.add_argument("--users", default="1,4,8", help="concurrent users, comma-separated (default 1,4,8)")
     parser.add_argument("--rounds", type=int, default=1, help="requests each user sends in turn (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="reply length (default 64)")
+    parser.add_argument("--int8", action="store_true", help="also measure the engine on an int8-quantised copy")
     args = parser.parse_args()
     try:
         users = sorted({int(part) for part in args.users.split(",")})
@@ -195,7 +253,7 @@ def main() -> None:
         parser.error("--users takes whole numbers separated by commas, e.g. 1,4,8")
     if min(users) < 1 or args.rounds < 1 or args.max_new_tokens < 2:
         parser.error("users and rounds must be at least 1, max-new-tokens at least 2")
-    measured = asyncio.run(run(users, args.rounds, args.max_new_tokens))
+    measured = asyncio.run(run(users, args.rounds, args.max_new_tokens, args.int8))
     print(json.dumps(report(measured, users=users, rounds=args.rounds, max_new_tokens=args.max_new_tokens)))
 
 

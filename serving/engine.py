@@ -79,6 +79,8 @@ class GenerationEngine:
         """A future of (reply, confidence) for history, whose last turn is the user's message (see
         generation.generate_reply: same context, sampling and confidence). Cancelling the future frees its
         place in the batch at the next step."""
+        if self._closed:  # checked again below, under the lock; a closed engine has let its model go
+            raise RuntimeError("the generation engine is closed")
         limit = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
         context = context_ids(self.model, self.tokenizer, list(history), settings=self.settings)
         sequence = _Sequence(context, limit, streamer, Future(), time.monotonic())
@@ -134,8 +136,7 @@ class GenerationEngine:
                 if self._batch is not None:
                     self._decode()
         except Exception as error:  # the model's failure fails the batch's requests, never the engine
-            log.error("chat engine: a step failed (%s); its %d sequences fail", type(error).__name__,
-                      0 if self._batch is None else len(self._batch.sequences))
+            log.error("chat engine: a step failed (%s); the requests in it fail", type(error).__name__)
             if self._batch is not None:
                 for sequence in self._batch.sequences:
                     _fail(sequence, error)
