@@ -45,6 +45,12 @@ BACKGROUND_RESTARTS = Counter(
 SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
 REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])
+# The local chat model's generation engine (serving/engine.py): tokens/s is rate(CHAT_TOKENS).
+CHAT_BATCH_SIZE = Histogram("learnstream_chat_batch_size", "Sequences decoded together, per decoding step",
+                            buckets=(1, 2, 3, 4, 6, 8, 12, 16))
+CHAT_TTFT_SECONDS = Histogram("learnstream_chat_ttft_seconds", "Local model: request queued to its first token",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+CHAT_TOKENS = Counter("learnstream_chat_tokens_total", "Reply tokens the local chat model generated")
 SAFETY_FLAGS = Counter("learnstream_safety_flags_total", "Turns answered by the safety path, by the layer that flagged",
                        ["category", "layer"])
 

@@ -169,7 +169,7 @@ class Serving:
         served = self.holders["chat"].current  # taken once: a swap mid-request does not affect this request
         if served is None:
             raise BackendError("no local chat model is loaded yet")
-        text, confidence = await asyncio.to_thread(served.model.reply, turns)
+        text, confidence = await served.model.reply(turns)
         return text, confidence, served.version
 
     async def chat(self, request: web.Request) -> web.Response:

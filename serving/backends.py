@@ -70,8 +70,8 @@ LocalGenerate = Callable[[list[str]], Awaitable[tuple[str, float, int]]]
 class LocalBackend:
     """The served model, through serving's model holder: generate(turns) -> (reply, confidence, version).
 
-    After a timeout the request moves on, but a generation already running in a worker thread still finishes
-    (threads cannot be cancelled), so the timeout bounds latency, not CPU.
+    After a timeout the request moves on and its sequence leaves the engine's batch at the next step
+    (serving.engine), so the timeout bounds CPU as well as latency.
     """
 
     name = "local"

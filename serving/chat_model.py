@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from learnstream.registry import Version
-from serving.generation import GenerationSettings, generate_reply
+from serving.engine import GenerationEngine
+from serving.generation import GenerationSettings
 
 WARM_UP_TOKENS = 2
 MODEL_FILES = ("config.json", "generation_config.json")  # besides the weights: what the tokenizer never reads
@@ -18,6 +20,14 @@ class ChatModel:
     model: Any
     tokenizer: Any
     settings: GenerationSettings
+    engine: GenerationEngine = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        engine = GenerationEngine(self.model, self.tokenizer, self.settings)
+        object.__setattr__(self, "engine", engine)
+        # The engine thread holds the model, not this object: once the last request on a swapped-out model ends,
+        # this object goes (the holder watches for that), and its engine thread ends with it.
+        weakref.finalize(self, engine.close)
 
     @classmethod
     def load(cls, version: Version, *, settings: GenerationSettings, tokenizer: Any = None) -> "ChatModel":
@@ -28,20 +38,21 @@ class ChatModel:
 
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(version.path)
         model = AutoModelForCausalLM.from_pretrained(version.path, dtype=torch.float32)
-        model.eval()
-        # Serving generates one sequence at a time, never padded. GPT-2 configs reuse eos as pad, and every
-        # context ends with an eos (the turn separator); transformers drops the all-ones attention mask that
-        # generate_reply passes and then logs "We strongly recommend passing in an attention_mask" for it.
+        model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        # GPT-2 configs reuse eos as pad, and every context ends with an eos (the turn separator): with a pad id
+        # transformers would take those eos for padding ("We strongly recommend passing in an attention_mask").
+        # The engine always passes its attention mask.
         model.config.pad_token_id = None
+        chat = cls(model, tokenizer, settings)
         # Warm-up: the first request must not pay for lazy initialisation. Two tokens run both the prompt pass and
         # a cached decoding step; a full reply would only take CPU from the requests served meanwhile.
-        generate_reply(model, tokenizer, ["hello"], settings=replace(settings, max_new_tokens=WARM_UP_TOKENS))
-        return cls(model, tokenizer, settings)
+        chat.engine.warm_up(WARM_UP_TOKENS)
+        return chat
 
-    def reply(self, history: list[str], *, streamer: Any = None) -> tuple[str, float]:
-        """(reply, confidence) for a conversation whose last turn is the user's message. Thread-safe.
-        streamer: given each token as it is generated (see generate_reply)."""
-        return generate_reply(self.model, self.tokenizer, history, settings=self.settings, streamer=streamer)
+    async def reply(self, history: list[str], *, streamer: Any = None) -> tuple[str, float]:
+        """(reply, confidence) for a conversation whose last turn is the user's message, batched with the other
+        requests on this model (serving.engine). streamer: given each token as it is generated."""
+        return await self.engine.reply(history, streamer=streamer)
 
 
 def tokenizer_fingerprint(version: Version) -> tuple[tuple[str, str], ...] | None:

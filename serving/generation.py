@@ -48,6 +48,22 @@ def _position_limit(model) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
+def context_ids(model, tokenizer, history: list[str], *, settings: GenerationSettings) -> list[int]:
+    """The token ids a reply to history continues: its newest turns that fit both max_context_tokens and the
+    model's positions less max_new_tokens (the reply must fit too)."""
+    if not history:
+        raise ValueError("history must end with the user's message")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token to separate turns")
+    context_budget = settings.max_context_tokens
+    positions = _position_limit(model)
+    if positions is not None:
+        context_budget = min(context_budget, positions - settings.max_new_tokens)
+    if context_budget < 1:
+        raise ValueError("max_new_tokens leaves no room for context in the model's positions")
+    return encode_history(tokenizer, history, max_context_tokens=context_budget)
+
+
 def generate_reply(
     model, tokenizer, history: list[str], *, settings: GenerationSettings, streamer=None
 ) -> tuple[str, float]:
@@ -58,21 +74,13 @@ def generate_reply(
     measures how expected the reply was to the model whatever the sampling settings. A fallback reply has
     confidence 0. Synchronous and CPU/GPU bound: run it in a worker thread. streamer: transformers' streamer
     protocol (put, end), given each token as it is generated (serving.streaming.TokenStreamer).
+    One sequence at a time through model.generate: serving batches with serving.engine instead, and
+    bench/chat.py measures that engine against this.
     """
     import torch  # here, not at the top: serving imports this module without the ml extra (no local chat then)
 
-    if not history:
-        raise ValueError("history must end with the user's message")
+    context = context_ids(model, tokenizer, history, settings=settings)
     eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos token to separate turns")
-    context_budget = settings.max_context_tokens
-    positions = _position_limit(model)
-    if positions is not None:  # the reply must fit in the model's positions too
-        context_budget = min(context_budget, positions - settings.max_new_tokens)
-    if context_budget < 1:
-        raise ValueError("max_new_tokens leaves no room for context in the model's positions")
-    context = encode_history(tokenizer, history, max_context_tokens=context_budget)
     input_ids = torch.tensor([context], device=model.device)
     sampling = (
         {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}

@@ -45,7 +45,7 @@ class TokenStreamer:
     only the new suffix is emitted, so a character split over byte tokens is sent once complete (a trailing
     U+FFFD waits, for at most MAX_CHAR_TOKENS tokens: no UTF-8 character is longer, so beyond that it is what
     the model wrote), and leading blanks are dropped as generate_reply strips them. end() flushes the rest.
-    Called from the generation thread.
+    Called from the engine thread.
     """
 
     MAX_CHAR_TOKENS = 4
@@ -88,8 +88,8 @@ async def stream_local(response: web.StreamResponse, served: Any, turns: list[st
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     streamer = TokenStreamer(served.model.tokenizer,
                              lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece))
-    job = asyncio.ensure_future(asyncio.to_thread(served.model.reply, turns, streamer=streamer))
-    # The thread's pieces were all queued (call_soon_threadsafe) before its result was: None comes last.
+    job = asyncio.ensure_future(served.model.reply(turns, streamer=streamer))
+    # The engine queued every piece (call_soon_threadsafe) before it set the result: None comes last.
     job.add_done_callback(lambda _: pieces.put_nowait(None))
     sent = False
     try:
@@ -105,6 +105,8 @@ async def stream_local(response: web.StreamResponse, served: Any, turns: list[st
         if not sent:
             return None
         raise BackendError(f"local model failed: {type(error).__name__}") from None
+    finally:
+        job.cancel()  # a stall or a client gone: its sequence leaves the engine's batch (no-op once done)
     if not sent:  # the model wrote nothing but eos: generate_reply's fallback reply, whole
         await response.write(event({"text": text}))
     return {"reply": text, "model_version": served.version, "backend": "local"}
@@ -129,7 +131,7 @@ async def respond(
             await response.write(event({"text": final["reply"]}))
         remember(final["reply"])
         await response.write(event({"done": True, **final}))
-    except ConnectionError:  # the client left; a generation already running still finishes in its thread
+    except ConnectionError:  # the client left; stream_local has taken its sequence out of the batch
         return response
     except web.HTTPException as error:  # whole()'s own account, e.g. 503 "no chat backend available"
         await response.write(event({"done": True, **_error_fields(error)}))

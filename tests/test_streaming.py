@@ -113,7 +113,7 @@ async def test_a_failing_model_ends_the_stream_with_an_error_event(
 ) -> None:
     client, _ = await serve()
 
-    def broken(*args, **kwargs):
+    async def broken(*args, **kwargs):
         raise RuntimeError("the model broke")
 
     monkeypatch.setattr(ChatModel, "reply", broken)

@@ -1,0 +1,261 @@
+"""Chat generation speed under concurrent users: the batching engine against one request at a time; last line JSON.
+
+The model is a GPT-2 124M (DialoGPT-small's architecture and vocabulary size, random weights) with the
+50257-token tokenizer bench/swap.py builds offline. For each number of concurrent users (1, 4 and 8 by
+default) every user sends --rounds requests one after another, each a fresh conversation from the same list of
+messages, and the same run measures two ways of answering them, on the same prompts and the same
+max_new_tokens, decoding greedily so both write the same tokens:
+
+* ours: serving.engine.GenerationEngine through its asyncio front, as serving's POST /api/chat uses it;
+* baseline: one request at a time through model.generate (serving.generation.generate_reply, what serving ran
+  before the engine), concurrent users queueing for it.
+
+Per concurrency: tokens/s (reply tokens of all users / wall time), per-request latency p50/p99 and time to
+first token p50 (each user's clock starts when it sends, so queueing counts). The machine's memory bandwidth
+(a warm copy of 1 GiB, best of 5, read plus write traffic) gives the step bound: bytes of weights a decoding
+step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine.
+
+--int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
+layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
+loss with the fp32 model's on texts neither was built from (the held-out loss: random weights, so this bounds
+the quantisation error, not the quality of a reply). Serving does not quantise: this measures whether it should.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py [--users 1,4,8] [--rounds 1] [--max-new-tokens 64] [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, run from anywhere
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from transformers.pytorch_utils import Conv1D  # noqa: E402
+
+from bench.swap import MESSAGES, dialogpt_sized_tokenizer  # noqa: E402
+from serving.engine import GenerationEngine  # noqa: E402
+from serving.generation import GenerationSettings, generate_reply  # noqa: E402
+
+COPY_BYTES = 1 << 30  # the bandwidth probe: at least 1 GiB, far beyond any cache
+HELD_OUT = ("We walked along the canal after lunch and talked about nothing much",  # for the int8 loss only
+            "The appointment moved to Thursday so I rearranged the whole week",
+            "Some mornings the kettle is the only thing that feels manageable")
+
+
+@dataclass(frozen=True)
+class Timing:
+    latency: float  # request sent to reply complete
+    ttft: float  # request sent to first token
+    tokens: int  # reply tokens written
+
+
+class FirstToken:
+    """A streamer (transformers' put/end protocol) noting when the first reply token came and how many came."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.tokens = 0
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.first = self.first or time.perf_counter()
+        self.tokens += value.numel()
+
+    def end(self) -> None:
+        pass
+
+
+def memory_bandwidth() -> float:
+    """Bytes per second moved by a warm 1 GiB tensor copy (read + write), best of 5."""
+    source = torch.ones(COPY_BYTES // 4, dtype=torch.float32)
+    target = torch.empty_like(source)
+    target.copy_(source)  # warm: pages faulted in
+    best = min(_timed(lambda: target.copy_(source)) for _ in range(5))
+    return 2 * COPY_BYTES / best
+
+
+def _timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of weights one decoding step reads: every parameter once (the tied lm_head is the embedding,
+    read whole for the logits), but the position table, of which a step reads one row."""
+    skip = {id(model.transformer.wpe.weight)}
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
+def int8_copy(model: GPT2LMHeadModel) -> torch.nn.Module:
+    """The model with every linear layer dynamically quantised to int8 (fbgemm's prepacked kernels)."""
+    import copy
+
+    converted = copy.deepcopy(model)
+    for module in list(converted.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):  # weight [in, out], nn.Linear's is [out, in]
+                linear = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
+                linear.weight.data, linear.bias.data = child.weight.data.t().contiguous(), child.bias.data
+                setattr(module, name, linear)
+    return torch.ao.quantization.quantize_dynamic(converted, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def held_out_loss(model: torch.nn.Module, tokenizer) -> float:
+    """Mean next-token loss over HELD_OUT."""
+    losses = []
+    with torch.inference_mode():
+        for text in HELD_OUT:
+            ids = torch.tensor([tokenizer.encode(text)])
+            losses.append(float(model(input_ids=ids, labels=ids).loss))
+    return float(np.mean(losses))
+
+
+async def user(answer, prompts: list[str]) -> list[Timing]:
+    """One user: its prompts one after another, each timed from the moment it is sent."""
+    timings = []
+    for prompt in prompts:
+        streamer = FirstToken()
+        sent = time.perf_counter()
+        await answer([prompt], streamer)
+        done = time.perf_counter()
+        timings.append(Timing(done - sent, (streamer.first or done) - sent, streamer.tokens))
+    return timings
+
+
+async def measure(answer, users: int, rounds: int) -> dict:
+    prompts = [[MESSAGES[(u + r) % len(MESSAGES)] for r in range(rounds)] for u in range(users)]
+    started = time.perf_counter()
+    timings = [t for per_user in await asyncio.gather(*(user(answer, p) for p in prompts)) for t in per_user]
+    wall = time.perf_counter() - started
+    latencies = [t.latency for t in timings]
+    return {"tokens": sum(t.tokens for t in timings), "tokens_per_s": sum(t.tokens for t in timings) / wall,
+            "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
+            "ttft": float(np.percentile([t.ttft for t in timings], 50)), "timings": timings}
+
+
+def build_model() -> tuple[GPT2LMHeadModel, object]:
+    tokenizer = dialogpt_sized_tokenizer()
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                        bos_token_id=eos, eos_token_id=eos)
+    return GPT2LMHeadModel(config).eval(), tokenizer
+
+
+async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) -> dict:
+    print("building a 124M model and a 50257-token tokenizer...", file=sys.stderr, flush=True)
+    model, tokenizer = build_model()
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
+    engine = GenerationEngine(model, tokenizer, settings, max_batch=max(users))
+    one_at_a_time = asyncio.Lock()
+
+    async def ours(history, streamer):
+        return await engine.reply(history, streamer=streamer)
+
+    async def baseline(history, streamer):
+        async with one_at_a_time:
+            return await asyncio.to_thread(generate_reply, model, tokenizer, history, settings=settings,
+                                           streamer=streamer)
+
+    for answer in (ours, baseline):  # warm-up: the first call of each pays for lazy initialisation
+        await answer([MESSAGES[0]], FirstToken())
+    results: dict[str, dict[int, dict]] = {"ours": {}, "baseline": {}}
+    for count in users:
+        for name, answer in (("baseline", baseline), ("ours", ours)):
+            results[name][count] = await measure(answer, count, rounds)
+            r = results[name][count]
+            print(f"{name:8} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
+                  f"p99 {r['p99']:.2f}s, ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
+    engine.close()
+    if int8:
+        quantised = int8_copy(model)
+        engine8 = GenerationEngine(quantised, tokenizer, settings, max_batch=max(users))
+
+        async def ours8(history, streamer):
+            return await engine8.reply(history, streamer=streamer)
+
+        await ours8([MESSAGES[0]], FirstToken())
+        results["int8"] = {}
+        for count in users:
+            results["int8"][count] = r = await measure(ours8, count, rounds)
+            print(f"int8     users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
+                  f"ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
+        engine8.close()
+        results["loss"] = {"fp32": held_out_loss(model, tokenizer), "int8": held_out_loss(quantised, tokenizer)}
+    bandwidth = memory_bandwidth()
+    step_bound_ms = weight_bytes(model) / bandwidth * 1000
+    alone = results["ours"][min(users)]["timings"]
+    step_ms = 1000 * float(np.median([(t.latency - t.ttft) / (t.tokens - 1) for t in alone if t.tokens > 1]))
+    return {"results": results, "bandwidth_gb_s": bandwidth / 1e9, "step_bound_ms": step_bound_ms,
+            "step_ms": step_ms}
+
+
+def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int) -> dict:
+    ours, base = measured["results"]["ours"], measured["results"]["baseline"]
+
+    def per_users(results: dict, key: str, digits: int = 3) -> dict[str, float]:
+        return {str(count): round(results[count][key], digits) for count in users}
+
+    summary = {
+        "model": "gpt2-124m (DialoGPT-small architecture, random weights, 50257-token tokenizer)",
+        "device": "cpu", "dtype": "float32", "torch_threads": torch.get_num_threads(), "users": users,
+        "rounds": rounds, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "tokens": per_users(ours, "tokens", 0), "baseline_tokens": per_users(base, "tokens", 0),
+        "tokens_per_s": per_users(ours, "tokens_per_s", 1), "baseline_tokens_per_s": per_users(base, "tokens_per_s", 1),
+        "ratio": {str(c): round(ours[c]["tokens_per_s"] / base[c]["tokens_per_s"], 2) for c in users},
+        "p50": per_users(ours, "p50"), "p99": per_users(ours, "p99"), "ttft": per_users(ours, "ttft"),
+        "baseline_p50": per_users(base, "p50"), "baseline_p99": per_users(base, "p99"),
+        "baseline_ttft": per_users(base, "ttft"),
+        "bandwidth_gb_s": round(measured["bandwidth_gb_s"], 2), "step_bound_ms": round(measured["step_bound_ms"], 1),
+        "step_ms": round(measured["step_ms"], 1),
+    }
+    if "int8" in measured["results"]:
+        int8, loss = measured["results"]["int8"], measured["results"]["loss"]
+        summary["int8"] = {"tokens_per_s": per_users(int8, "tokens_per_s", 1), "p50": per_users(int8, "p50"),
+                           "ttft": per_users(int8, "ttft"),
+                           "ratio_vs_fp32_engine": {str(c): round(int8[c]["tokens_per_s"] / ours[c]["tokens_per_s"], 2)
+                                                    for c in users},
+                           "held_out_loss_fp32": round(loss["fp32"], 4), "held_out_loss_int8": round(loss["int8"], 4),
+                           "loss_change": round(loss["int8"] / loss["fp32"] - 1, 4)}
+    if 4 in users and 1 in users:
+        summary["goals_met"] = {
+            "tokens_per_s_4_ge_3x_baseline": ours[4]["tokens_per_s"] >= 3 * base[4]["tokens_per_s"],
+            "p50_4_le_1_6x_p50_1": ours[4]["p50"] <= 1.6 * ours[1]["p50"],
+            "step_le_1_5x_bound": measured["step_ms"] <= 1.5 * measured["step_bound_ms"],
+            "ttft_4_le_0_25_reply": ours[4]["ttft"] <= 0.25 * ours[4]["p50"],
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", default="1,4,8", help="concurrent users, comma-separated (default 1,4,8)")
+    parser.add_argument("--rounds", type=int, default=1, help="requests each user sends in turn (default 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="reply length (default 64)")
+    parser.add_argument("--int8", action="store_true", help="also measure the engine on an int8-quantised copy")
+    args = parser.parse_args()
+    try:
+        users = sorted({int(part) for part in args.users.split(",")})
+    except ValueError:
+        parser.error("--users takes whole numbers separated by commas, e.g. 1,4,8")
+    if min(users) < 1 or args.rounds < 1 or args.max_new_tokens < 2:
+        parser.error("users and rounds must be at least 1, max-new-tokens at least 2")
+    measured = asyncio.run(run(users, args.rounds, args.max_new_tokens, args.int8))
+    print(json.dumps(report(measured, users=users, rounds=args.rounds, max_new_tokens=args.max_new_tokens)))
+
+
+if __name__ == "__main__":
+    main()

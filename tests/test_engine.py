@@ -1,0 +1,124 @@
+"""The continuous-batching engine: batched replies equal lone ones; sequences join and leave a running batch."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving.engine import GenerationEngine
+from serving.generation import GenerationSettings, generate_reply
+from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
+
+GREEDY = GenerationSettings(do_sample=False, max_new_tokens=12)
+HISTORIES = [[CORPUS[0]], CORPUS[:3], [CORPUS[3]], CORPUS[1:5], ["ok"]]  # contexts of unequal lengths
+
+
+@pytest.fixture
+def engine(talkative_model, tokenizer):  # noqa: F811
+    engine = GenerationEngine(talkative_model, tokenizer, GREEDY, max_batch=4)
+    yield engine
+    engine.close()
+
+
+def alone(model, tokenizer, history, settings=GREEDY):  # noqa: F811
+    return generate_reply(model, tokenizer, history, settings=settings)
+
+
+def test_batched_greedy_replies_equal_each_reply_alone(engine, talkative_model, tokenizer) -> None:  # noqa: F811
+    futures = [engine.submit(history) for history in HISTORIES]  # more than max_batch: one waits for a slot
+    for history, future in zip(HISTORIES, futures):
+        reply, confidence = future.result(timeout=30)
+        expected, expected_confidence = alone(talkative_model, tokenizer, history)
+        assert reply == expected
+        assert confidence == pytest.approx(expected_confidence, rel=1e-3)
+
+
+class Pieces:
+    """A streamer that counts the tokens put after the prompt, and says when it has seen enough."""
+
+    def __init__(self, enough: int) -> None:
+        self.tokens: list[int] = []
+        self.prompts = 0
+        self.ended = False
+        self.enough = threading.Event()
+        self._needed = enough
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompts == 0:
+            self.prompts = 1
+            return
+        self.tokens.extend(value.reshape(-1).tolist())
+        if len(self.tokens) >= self._needed:
+            self.enough.set()
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def test_sequences_join_a_running_batch_and_still_reply_as_alone(engine, talkative_model, tokenizer) -> None:  # noqa: F811
+    first = Pieces(enough=3)
+    running = engine.submit(HISTORIES[1], streamer=first)
+    assert first.enough.wait(timeout=30)
+    joiners = [engine.submit(history) for history in (HISTORIES[0], HISTORIES[3])]  # join mid-reply
+    assert running.result(timeout=30)[0] == alone(talkative_model, tokenizer, HISTORIES[1])[0]
+    for history, future in zip((HISTORIES[0], HISTORIES[3]), joiners):
+        assert future.result(timeout=30)[0] == alone(talkative_model, tokenizer, history)[0]
+    assert first.ended and 0 < len(first.tokens) <= GREEDY.max_new_tokens
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_finish(engine, talkative_model, tokenizer) -> None:  # noqa: F811
+    watcher = Pieces(enough=2)
+    cancelled = engine.submit(HISTORIES[0], streamer=watcher)
+    others = [engine.submit(history) for history in HISTORIES[1:3]]
+    assert watcher.enough.wait(timeout=30)
+    cancelled.cancel()
+    for history, future in zip(HISTORIES[1:3], others):
+        assert future.result(timeout=30)[0] == alone(talkative_model, tokenizer, history)[0]
+    assert len(watcher.tokens) < GREEDY.max_new_tokens  # it stopped early
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(talkative_model, tokenizer) -> None:  # noqa: F811
+    engine = GenerationEngine(talkative_model, tokenizer, GREEDY)
+    forward = talkative_model.forward
+    talkative_model.forward = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("broken"))
+    try:
+        with pytest.raises(RuntimeError, match="broken"):
+            engine.submit(HISTORIES[0]).result(timeout=30)
+    finally:
+        talkative_model.forward = forward
+    assert engine.submit(HISTORIES[0]).result(timeout=30)[0] == alone(talkative_model, tokenizer, HISTORIES[0])[0]
+    thread = engine._thread  # noqa: SLF001
+    engine.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and engine.model is None  # the model is let go with the thread
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(HISTORIES[0])
+
+
+def test_sampled_replies_are_text_with_confidence_in_unit_interval(talkative_model, tokenizer) -> None:  # noqa: F811
+    sampling = GenerationSettings(max_new_tokens=8, temperature=0.7, top_p=0.8, top_k=20)
+    engine = GenerationEngine(talkative_model, tokenizer, sampling)
+    try:
+        for reply, confidence in (future.result(timeout=30) for future in map(engine.submit, HISTORIES)):
+            assert reply and 0.0 <= confidence <= 1.0
+    finally:
+        engine.close()
+
+
+TEXT = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(["\u200b", "\u3000 \u00a0", "\ufeff"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(histories=st.lists(st.lists(TEXT, min_size=1, max_size=3), min_size=1, max_size=5))
+def test_any_conversations_get_a_reply_each(talkative_model, tokenizer, histories) -> None:  # noqa: F811
+    engine = GenerationEngine(talkative_model, tokenizer, GenerationSettings(max_new_tokens=3), max_batch=3)
+    try:
+        for future in [engine.submit(history) for history in histories]:
+            reply, confidence = future.result(timeout=30)
+            assert isinstance(reply, str) and reply and 0.0 <= confidence <= 1.0
+    finally:
+        engine.close()
