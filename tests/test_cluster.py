@@ -4,20 +4,26 @@ mid-stream with 0 lost and 0 duplicated as the bar."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
-from ops.broker import LocalBroker, broker_command
+from learnstream.registry import Registry, model_updated_event
+from ops.broker import LocalBroker, broker_command, free_port
+from schemas import utc_now
 from tests.procs import RoleProcess, run_cli
+from tests.test_e2e import Chatter
 from tests.test_faults import DRAIN_TIMEOUT_S, Stream, assert_exactly_once, produce, shares, wait_drained
 from tests.test_pipeline import stored, stored_at_least, wait_for
 
@@ -26,6 +32,8 @@ pytestmark = pytest.mark.kafka
 NODES = 3
 # Three JVMs starting together on a small shared box: each may take long.
 START_TIMEOUT_S = 180
+# The goal: every serving replica answers from a new version within this long of its model.updated.
+SWAP_GOAL_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +186,86 @@ async def test_a_standby_trainer_takes_over_when_the_active_one_is_killed(make_s
 async def _logged(process: RoleProcess, text: str) -> bool:
     assert process.alive, process.log_tail()
     return text in process.log_tail(200)
+
+
+def copy_as_next_version(registry: Registry, family: str, number: int) -> int:
+    """A new promoted version with the files of an existing one: a swap to test without a training run."""
+    source = registry.get(family, number)
+    with registry.staging(family) as staged:
+        shutil.copytree(source.path, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
+        manifest = {key: value for key, value in source.manifest.items() if key not in ("family", "version", "files")}
+        manifest.update(parent_version=number, decision="promoted", reason="a copy for the replica test",
+                        created_at=utc_now())
+        with registry.writer_lock():
+            version = registry.commit(family, staged, manifest)
+            registry.set_served(family, version.number)
+            registry.record_decision(family, {"ts": utc_now(), "version": version.number, "decision": "promoted",
+                                              "reason": manifest["reason"]})
+    return version.number
+
+
+async def test_two_serving_replicas_both_swap_within_ten_seconds_and_fail_no_request(cluster, make_settings,
+                                                                                    tmp_path: Path) -> None:
+    from trainer.run import ensure_base  # builds the small embedded chat model: only this test pays for torch
+
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="")
+    await kafka.ensure_topics(settings)
+    registry = Registry(settings.registry_dir)
+    await asyncio.to_thread(ensure_base, settings, registry, "chat")
+    # One data dir (a shared registry folder), a port each: two replicas as two hosts would run them.
+    replicas = [RoleProcess(dataclasses.replace(settings, http_port=port), "serving",
+                            log_path=tmp_path / f"serving-{n}.log")
+                for n, port in enumerate((settings.http_port, free_port()))]
+    chatters = [Chatter(replica.settings.http_port) for replica in replicas]
+    clients: list[asyncio.Task] = []
+    started = time.monotonic()
+    for replica in replicas:
+        replica.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for replica in replicas:
+                await wait_for(lambda: _ready_on(http, replica, version=0), timeout=START_TIMEOUT_S, every=0.5)
+        ready_s = time.monotonic() - started
+        clients = [asyncio.create_task(chatter.run()) for chatter in chatters]
+        await wait_for(lambda: _answered(chatters, version=0), timeout=30, every=0.1)
+
+        number = await asyncio.to_thread(copy_as_next_version, registry, "chat", 0)
+        async with kafka.producer(settings) as producer:
+            event = model_updated_event(registry.get("chat", number), decision="promoted", reason="replica test")
+            await producer.send_and_wait(topics.prefixed(settings, topics.MODEL_UPDATED), json.dumps(event).encode(),
+                                         key=b"chat")
+        published = time.monotonic()
+        swapped: dict[int, float] = {}
+        while len(swapped) < len(chatters):
+            for n, chatter in enumerate(chatters):
+                if n not in swapped and chatter.versions and chatter.versions[-1] == number:
+                    swapped[n] = time.monotonic() - published
+            assert time.monotonic() - published < SWAP_GOAL_S, f"swapped after {swapped} of {len(chatters)} s"
+            assert all(replica.alive for replica in replicas), [r.log_tail() for r in replicas]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # a few more requests on the new version
+    finally:
+        for chatter in chatters:
+            chatter.stop()
+        await asyncio.gather(*clients)
+        for replica in replicas:
+            replica.stop()
+    for chatter in chatters:
+        assert chatter.failures == []
+        assert chatter.versions == sorted(chatter.versions) and chatter.versions[-1] == number  # never back to 0
+    print(f"[cluster] both replicas ready in {ready_s:.1f} s; answering from version {number} "
+          f"{', '.join(f'{s:.1f}' for s in sorted(swapped.values()))} s after model.updated; "
+          f"{sum(len(c.versions) for c in chatters)} requests, 0 failed")
+
+
+async def _ready_on(http: aiohttp.ClientSession, replica: RoleProcess, *, version: int) -> bool:
+    assert replica.alive, replica.log_tail()
+    try:
+        async with http.get(f"http://127.0.0.1:{replica.settings.http_port}/readyz") as response:
+            return response.status == 200 and (await response.json())["served"]["chat"] == version
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+async def _answered(chatters: list[Chatter], *, version: int) -> bool:
+    return all(version in chatter.versions for chatter in chatters)
