@@ -11,6 +11,7 @@ assigning every face to its owner's nearest person centre (no cut; the same inpu
 Then the same figures (apart_*) on libraries from tests/image_synth_apart.py, a generator written without reading
 tests/image_synth.py: other themes and names, a nonlinear embedding, 20+ people with unequal photo counts. Its
 model is trained from scratch on the stored library; baselines as above, in the same run on the same input.
+report_held_out_* are the training report's own figures on the held-out split of the stored library.
 The last line is one JSON object.
 
     .venv/bin/python bench/images.py [--images 1500] [--held-out 500] [--apart-dim 384]
@@ -127,6 +128,7 @@ def apart_figures(args: argparse.Namespace) -> dict[str, object]:
             **people_figures(model, version, held_out),
             "people": metrics["people"],
             "unconsented_images_in_people": unconsented_images_in_people(model, stored),
+            **{f"report_held_out_{name}": value for name, value in metrics["report"]["held_out"].items()},
         }
     return {f"apart_{name}": value for name, value in figures.items()}
 
@@ -184,6 +186,7 @@ def main() -> None:
             "mode": metrics["mode"],
             "synonym_pairs": metrics["synonym_pairs"],
             "people": metrics["people"],
+            **{f"report_held_out_{name}": value for name, value in metrics["report"]["held_out"].items()},
             "incremental_s": round(incremental_s, 3),
             "from_scratch_s": round(scratch_s, 3),
         }

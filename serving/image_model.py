@@ -77,6 +77,7 @@ def assign_faces(persons: list[dict[str, Any]], cut: float, faces: list[list[flo
         raise ValueError(f"a face embedding needs {centres.shape[1]} numbers")
     # For unit vectors the mean distance to a person's faces is 1 - cohesion * cos(face, centroid).
     distance = 1 - unit_rows(np.asarray(faces, float)) @ centres.T * np.asarray([p["cohesion"] for p in persons])
+    distance[~np.isfinite(distance)] = np.inf  # a face with NaN or infinite numbers is nobody
     found: list[str | None] = [None] * len(faces)
     taken: set[int] = set()
     for face, person in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):

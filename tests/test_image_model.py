@@ -4,10 +4,12 @@ Versions are trained on some seeds' events and scored on another seed's; each go
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from consumers.image_anon import anonymize_image_event, scrub_exif
 from serving.image_model import ImageModel, Tagger
@@ -174,6 +176,28 @@ def test_held_out_faces_join_their_owners_known_people(versions: Versions) -> No
     assert model.without_owners({owner}).identify(owner, faces) == [None] * len(faces)
     with pytest.raises(ValueError):
         model.identify(owner, [[0.1, 0.2]])
+
+
+_FACE_DIM = len(next(e for e in HELD_OUT.events if e.get("faces"))["faces"][0]["embedding"])
+_NUMBER = st.floats(allow_nan=True, allow_infinity=True, width=32) | st.floats(-1, 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(faces=st.lists(st.lists(_NUMBER, min_size=_FACE_DIM, max_size=_FACE_DIM) | st.lists(_NUMBER, max_size=70),
+                      max_size=4))
+def test_identify_takes_any_numbers(versions: Versions, faces: list[list[float]]) -> None:
+    model = ImageModel.load(versions.second)
+    owner = stand_in_pseudonymize(HELD_OUT.events[0]["user_id"])
+    dim = _FACE_DIM
+    try:
+        found = model.identify(owner, faces)
+    except ValueError:
+        assert any(len(face) != dim for face in faces)
+        return
+    assert len(found) == len(faces)
+    assert all(person is None for person, face in zip(found, faces) if not all(map(math.isfinite, face)))
+    known = [p for p in found if p]
+    assert len(known) == len(set(known))  # one image shows a person once
 
 
 def test_people_on_a_library_written_apart_with_many_people(tmp_path: Path) -> None:

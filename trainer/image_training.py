@@ -29,7 +29,7 @@ import torch
 from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file as load_tensors, save_file as save_tensors
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import poisson
+from scipy.stats import nbinom, poisson
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
@@ -62,9 +62,7 @@ class ImageHParams:
     synonym_context: float = 0.6  # least similarity of the company two synonyms keep (other tags, categories)
     synonym_look: float = 0.6  # least similarity of two visible tags' effects on the image embedding
     synonym_visible_ratio: float = 1.5  # a tag's effect on the look is visible at this many standard errors
-    synonym_together_ratio: float = 0.25  # otherwise: most two synonyms may come together, as a share of what
-    # their categories predict (people write one name or the other) ...
-    synonym_absence_p: float = 0.01  # ... and chance alone would leave them that rarely together at most this often
+    synonym_em_steps: int = 300  # EM steps fitting the written-apart mixture (see _written_apart)
     look_quantile: float = 0.2  # search matches a tag by look from the similarity this share of its images is below
     min_person_faces: int = 2  # faces needed before a group becomes a person
     person_match_distance: float = 0.5  # furthest a cluster's centre may be from a parent person's to keep its id
@@ -313,11 +311,11 @@ _RIDGE = 1.0  # keeps the per-tag look effects defined for tags that always come
 
 
 def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str, list[list[Any]]]:
-    """tag -> [[synonym, score, why]] (why: the evidence that held, for search's expanded_terms). Two tags are synonyms when they keep the same company (the other tags and the
-    categories they come with) and either
+    """tag -> [[synonym, score, why]] (why: the evidence that held, for search's expanded_terms). Two tags are
+    synonyms when they keep the same company (the other tags and the categories they come with) and either
     * both visibly change how an image looks, in the same way (car and automobile; cat and dog look different), or
-    * they come together far less often than their categories predict: people write one name or the other (also
-      when their looks differ: bench/images.py --synonym-share below 1)."""
+    * people write one name or the other (also when their looks differ: bench/images.py --synonym-share below
+      1): the posterior of _written_apart's mixture, learnt on this library, is above one half."""
     rows = [i for i in images if i["category"] and i["tags"]]
     counts = Counter(t for i in rows for t in set(i["tags"]))
     candidates = [t for t in tags if counts[t] >= hp.synonym_min_images]
@@ -330,16 +328,20 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     categories = sorted({i["category"] for i in rows})
     membership = np.zeros((len(rows), len(categories)))
     membership[np.arange(len(rows)), [categories.index(i["category"]) for i in rows]] = 1
-    context, apart = _company(incidence, membership, hp)
+    context = _company(incidence, membership)
+    mentions = np.asarray([[bool(terms_of(tag)) and set(terms_of(tag)) <= set(terms_of(i["caption"] or ""))
+                            for tag in candidates] for i in rows], float)
+    apart = _written_apart(incidence, membership, mentions, hp)
     look, visible = _look_alike(rows, incidence, membership, hp)
     both_visible = visible[:, None] & visible[None, :]
     # Either evidence suffices: outside data need not give a synonym its twin's look (people who write "lorry"
     # may photograph other trucks), but two names people write one or the other of are synonyms all the same.
     looks_alike = both_visible & (look >= hp.synonym_look)
-    written_apart = apart >= 1 - hp.synonym_together_ratio
+    # The cut on the learnt posterior is the data's own: Otsu's split of every pair's posterior.
+    written_apart = apart > _otsu(apart[np.triu_indices(len(candidates), 1)])
     same = (context >= hp.synonym_context) & (looks_alike | written_apart)
     np.fill_diagonal(same, False)
-    score = (context + np.where(looks_alike, look, np.maximum(apart, 0))) / 2
+    score = (context + np.where(looks_alike, look, apart)) / 2
     synonyms: dict[str, list[list[Any]]] = {}
     for a, b in zip(*np.nonzero(same)):
         why = ["same company"] + (["looks alike"] if looks_alike[a, b] else []) + (
@@ -348,22 +350,55 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     return {tag: sorted(found, key=lambda pair: (-pair[1], pair[0])) for tag, found in sorted(synonyms.items())}
 
 
-def _company(incidence: np.ndarray, membership: np.ndarray, hp: ImageHParams) -> tuple[np.ndarray, np.ndarray]:
-    """(context, apart), tag by tag. context: cosine of the tags' company (P(other tag | tag) and P(category |
-    tag)), leaving out each other. apart: 1 - (images with both) / (images with both if the tags were independent
-    within each category), where so few is also significant (Poisson); -inf elsewhere."""
+def _company(incidence: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """Tag by tag, the cosine of the tags' company (P(other tag | tag) and P(category | tag)), leaving out each
+    other."""
     together = incidence.T @ incidence
     np.fill_diagonal(together, 0)
     per_tag = incidence.sum(0)[:, None]
     company = np.hstack([together, incidence.T @ membership]) / per_tag
     pair_share = together / per_tag
     squares = (company ** 2).sum(1)
-    context = company @ company.T / np.sqrt(
+    return company @ company.T / np.sqrt(
         np.maximum((squares[:, None] - pair_share ** 2) * (squares[None, :] - pair_share.T ** 2), 1e-12))
+
+
+def _written_apart(incidence: np.ndarray, membership: np.ndarray, mentions: np.ndarray,
+                   hp: ImageHParams) -> np.ndarray:
+    """Tag by tag, the posterior that two tags are names people write one or the other of, from a mixture fitted
+    to this library by EM (no threshold to tune). Per pair: t, images carrying both, against e, what t would be
+    if the tags were independent within each category; and c, images carrying one whose caption names the other,
+    against its chance f. Unrelated pairs: t ~ negative binomial (mean r0 e, dispersion learnt; tags that go
+    together make it wider than Poisson), c ~ Poisson(f). Synonym pairs: t ~ Poisson(rho e), rho <= 1 (they
+    seldom come together), c ~ Poisson(lam f), lam >= 1 (a caption may use the other name). A library whose
+    captions never do so learns lam = 1, and captions then weigh nothing."""
+    together = incidence.T @ incidence
     by_category = incidence.T @ membership
-    expected = np.maximum((by_category / membership.sum(0)) @ by_category.T, 1e-12)
-    significant = poisson.cdf(together, expected) <= hp.synonym_absence_p
-    return context, np.where(significant, 1 - together / expected, -np.inf)
+    expected = np.maximum((by_category / np.maximum(membership.sum(0), 1)) @ by_category.T, 1e-9)
+    untagged = 1 - incidence
+    rate = (membership.T @ (mentions * untagged)) / np.maximum(membership.T @ untagged, 1)  # category x tag
+    named = incidence.T @ (mentions * untagged)  # [a, b]: images tagged a, not b, whose caption names b
+    chance = np.maximum(by_category @ rate, 1e-9)
+    upper = np.triu_indices(len(together), 1)
+    t, e = together[upper], expected[upper]
+    c, f = named[upper] + named.T[upper], chance[upper] + chance.T[upper]
+    share, rho, lam, r0, spread = 0.05, 0.2, 2.0, 1.0, 0.1  # starting guesses only
+    posterior = np.zeros(len(t))
+    for _ in range(hp.synonym_em_steps):
+        mean, size = r0 * e, 1 / spread
+        synonym = np.log(share) + poisson.logpmf(t, rho * e) + poisson.logpmf(c, lam * f)
+        unrelated = np.log(1 - share) + nbinom.logpmf(t, size, size / (size + mean)) + poisson.logpmf(c, f)
+        posterior = 1 / (1 + np.exp(np.clip(unrelated - synonym, -50, 50)))
+        rest = 1 - posterior
+        share = float(np.clip(posterior.mean(), 1e-4, 0.5))  # synonyms are the fewer pairs
+        rho = min(float((posterior * t).sum() / max((posterior * e).sum(), 1e-9)), 1.0)
+        lam = max(float((posterior * c).sum() / max((posterior * f).sum(), 1e-9)), 1.0)
+        r0 = float((rest * t).sum() / max((rest * e).sum(), 1e-9))
+        mean = r0 * e
+        spread = max(float((rest * ((t - mean) ** 2 - mean)).sum() / max((rest * mean ** 2).sum(), 1e-9)), 1e-3)
+    result = np.zeros_like(together, dtype=float)
+    result[upper] = posterior
+    return result + result.T
 
 
 def _look_alike(rows: list[dict], incidence: np.ndarray, membership: np.ndarray,
