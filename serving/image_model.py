@@ -298,8 +298,11 @@ class ImageModel:
         best = [row for row in np.argsort(-scores, kind="stable")[:max(limit, 0)] if scores[row] > 0]
         return {"results": [{"image_id": images[row]["image_id"], "score": round(float(scores[row]), 4)}
                             for row in best],
-                "expanded_terms": [{"term": term, "weight": round(weight, 4), "why": reasons[term]}
-                                   for term, weight in expanded.items()]}
+                # The contract's list of terms stays a list of strings (clients read it so); why each term was
+                # added, and its weight, are beside it.
+                "expanded_terms": list(expanded),
+                "expansions": [{"term": term, "weight": round(weight, 4), "why": reasons[term]}
+                               for term, weight in expanded.items()]}
 
     def _expand(self, q: str) -> tuple[dict[str, float], dict[str, str]]:
         """(term -> weight, term -> why it was added): query terms (the whole query too, when it is a tag) with

@@ -127,7 +127,9 @@ def test_enhance_describes_in_the_seed_style(versions: Versions) -> None:
 def test_synonym_search_recall(versions: Versions) -> None:
     model = ImageModel.load(versions.second)
     assert synonym_search_recall(model, FIRST + MORE, WORLD) >= 0.8
-    expanded = {e["term"]: e for e in model.search("automobile")["expanded_terms"]}
+    found = model.search("automobile")
+    expanded = {e["term"]: e for e in found["expansions"]}
+    assert found["expanded_terms"] == list(expanded)
     assert expanded["automobile"]["why"] == "in the query" and expanded["automobile"]["weight"] == 1.0
     assert expanded["car"]["why"].startswith("synonym of automobile: same company")
 
@@ -293,8 +295,8 @@ def test_empty_model_answers_every_path() -> None:
     model = ImageModel.empty()
     model.warm_up()
     assert model.enhance(caption="a red car") == {"description": "a red car", "suggested_tags": [], "category": None}
-    assert model.search("car") == {"results": [], "expanded_terms": [{"term": "car", "weight": 1.0,
-                                                                      "why": "in the query"}]}
+    assert model.search("car") == {"results": [], "expanded_terms": ["car"],
+                                   "expansions": [{"term": "car", "weight": 1.0, "why": "in the query"}]}
     assert model.people() == []
 
 
