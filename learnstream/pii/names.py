@@ -415,8 +415,9 @@ def _unknown_in_person_slot(tokens: list[Token], index: int, text: str) -> bool:
         return False
     if previous is not None and previous.key in _CLAUSE_OPENERS | _PREPOSITIONS | _AUXILIARIES:
         return True
-    if following is None:
-        return token.sentence_start and text[token.end:token.end + 1] in (":", ",", "")
+    if following is None:  # "farzaneh: you ok?" names the person spoken to; "dob: 1/2/90" labels a value
+        return token.sentence_start and text[token.end:token.end + 1] in (":", ",", "") and not re.match(
+            r"[:,]?\s*\d", text[token.end:])
     return following.key in _VERBS_AFTER or (
         following.common and following.key.endswith("ed") and len(following.key) > 3  # "X lied", "X moved"
     ) or text[token.end:following.start].strip() in (":", ",")
