@@ -14,6 +14,8 @@ What folding does, per cluster (a base character and the combining marks after i
 - every space separator (Zs) becomes " ", line and paragraph separators "\\n", every dash (Pd) and the minus
   sign "-";
 - the rest is NFKC-normalised as a cluster, so "e" + U+0301 becomes "é" and full-width "１" becomes "1";
+- every decimal digit of any script (Unicode Nd: Arabic-Indic "٣", Devanagari "३", mathematical "𝟑") becomes its
+  ASCII digit, so an identifier reads the same whatever digits it was typed in;
 - with `confusables=True`, Cyrillic and Greek letters that look like Latin ones become those Latin letters
   (for detectors of English phrases; off for PII, where a Cyrillic name must stay Cyrillic).
 Case is kept: detectors casefold themselves where they want to.
@@ -81,6 +83,8 @@ def _fold_cluster(cluster: str, confusables: bool) -> str:
     if category == "Pd" or first in _MINUS_SIGNS:
         return "-"
     folded = unicodedata.normalize("NFKC", cluster)
+    if not folded.isascii():
+        folded = "".join(str(unicodedata.decimal(char)) if unicodedata.category(char) == "Nd" else char for char in folded)
     if confusables:
         folded = folded.translate(_CONFUSABLES)
     return folded

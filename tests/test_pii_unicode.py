@@ -119,6 +119,30 @@ def test_digit_identifiers_split_by_any_separator_are_removed(anonymizer, groups
     check()
 
 
+# The zero of every script's decimal digits (Unicode Nd: Arabic-Indic, Devanagari, Thai, mathematical, ...); each
+# script's digits 0-9 are consecutive code points.
+DIGIT_ZEROS = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Nd" and unicodedata.decimal(chr(c)) == 0]
+
+
+@pytest.mark.parametrize("groups", [phones, nhs_numbers, cards], ids=["phone", "nhs", "card"])
+def test_digit_identifiers_in_any_script_are_removed_under_the_ascii_placeholder(anonymizer, groups):
+    @HYPOTHESIS
+    @given(identifier=typed(groups, GROUP_SEPARATORS), around=surrounding(),
+           zeros=st.lists(st.sampled_from(DIGIT_ZEROS), min_size=1, max_size=3), data=st.data())
+    def check(identifier, around, zeros, data):
+        # Each digit in one of the drawn scripts: a whole number in Arabic-Indic, or scripts mixed.
+        retyped = "".join(chr(ord(data.draw(st.sampled_from(zeros))) + int(c)) if c.isdigit() else c for c in identifier)
+        _assert_removed(anonymizer, retyped, around)
+        ascii_form = fold(identifier).text  # full-width and invisible characters as the fold reads them
+        assert _placeholders(anonymizer, retyped) == _placeholders(anonymizer, ascii_form), (retyped, ascii_form)
+
+    check()
+
+
+def _placeholders(anonymizer: TextAnonymizer, identifier: str) -> list[str]:
+    return PLACEHOLDER.findall(anonymizer.anonymize(f"call me on {identifier} please", "conversation"))
+
+
 @pytest.mark.parametrize("groups, separators", [
     (ni_numbers, SPACES + DASHES + ["."]),
     (postcodes, SPACES),

@@ -51,3 +51,14 @@ def test_clusters_compose_and_widths_fold():
 def test_confusables_only_when_asked():
     assert fold("kill mysеlf", confusables=True).text == "kill myself"   # Cyrillic е
     assert fold("Дмитрий").text == "Дмитрий"
+
+
+DECIMAL_DIGITS = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Nd"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(DECIMAL_DIGITS), max_size=20))
+def test_decimal_digits_of_every_script_fold_to_ascii(digits):
+    folded = fold("".join(digits))
+    assert folded.text == "".join(str(unicodedata.decimal(d)) for d in digits)
+    assert folded.original_span(0, len(folded.text)) == (0, len(digits))

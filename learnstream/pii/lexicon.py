@@ -56,7 +56,7 @@ NON_PII_TERMS = _words("""
     imo irl ngl smh fml wtf hmm ugh meh haha hahaha x xx xxx mum mam mom nan nana gran grandad uni telly
     dad daddy mummy mommy grandma grandpa granny grandmother grandfather auntie aunty sis bro
     innit bruv mate ya u ur im ive dont cant wont didnt doesnt isnt wasnt havent couldnt shouldnt
-    wouldnt thats whats theres hes shes theyre youre id ill english british welsh scottish irish uk
+    wouldnt hasnt hadnt arent werent mustnt neednt thats whats theres hes shes theyre youre id ill english british welsh scottish irish uk
     britain england scotland wales europe
 """)
 

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from learnstream.pii.lexicon import NON_PII_TERMS, PLACES, PLACES_THAT_ARE_WORDS, TOWN_SUFFIXES, fold, load_lexicon
+from learnstream.pii.shape import name_score
 from learnstream.pii.structured import STREET_TYPES, STRONG_STREET_TYPES, Span
 
 SUFFIX_PRIORITY = 3  # "X Surgery", "X Road": the last word says what the whole is
@@ -63,6 +64,21 @@ _PERSON_AFTER = _words("""
     texted rang hit took takes makes made bought sent is was has had doesn't didn't isn't wasn't won't
     can't never always just still here
 """)
+# Words around an unknown word that make it the subject or object of a clause ("found out X lied", "cried on X",
+# "did X ever"), for words whose letters look like a name's (shape.py): typed in lower case with no cue.
+_CLAUSE_OPENERS = _words("""
+    ugh omg oh ah ffs god wow honestly anyway apparently so yeah and but because cos coz cuz then when if until
+    unless since while whether though although n
+""")
+_PREPOSITIONS = _words("on without except round behind beside after before against between among near off")
+_AUXILIARIES = _words("did does do is was has had will would can could should")
+_VERBS_AFTER = _words("""
+    wont cant doesnt didnt isnt wasnt hasnt havent hadnt shouldnt wouldnt couldnt aint will would could should
+    can might must ever never always just still also really literally finally actually again n
+""")
+_DETERMINERS = _words("the a an my your his her our their this that these those some any every no each")
+# Below this mean trigram log-odds a word reads as English ("rammed", "gutted", a typo): never a name by slot alone.
+_NAME_SHAPE_MIN = -0.5
 _GREETINGS = _words("hi hey hello hiya")  # "hi its X again", "hey it's X"
 _SPEECH_VERBS = _words("said says told thinks came comes keeps kept texted called asked wants rang")
 # "X from work": where the people a client talks about come from.
@@ -254,7 +270,9 @@ def _extend_back(tokens: list[Token], first: int, floor: int) -> int:
     """First index of a name ending at tokens[first] whose earlier words no rule claimed ("pavla poláková said")."""
     while first > floor and tokens[first].start - tokens[first - 1].end <= 1 and not tokens[first].sentence_start:
         word = tokens[first - 1]
-        if not (word.unknown or word.known_name or word.name_word) or word.key in _FUNCTION_WORDS:
+        if not (word.unknown or word.known_name or word.name_word) or word.key in _FUNCTION_WORDS or (
+            word.key in _RELATIONS or word.key in _TITLES  # "my mate [gustaf]": the cue is not the name
+        ):
             break
         first -= 1
     return first
@@ -361,6 +379,7 @@ def find_names(tokens: list[Token], text: str) -> list[Span]:
                 label = cue.label if cue else "PERSON"
         elif token.name_like(after_cue=bool(cue and cue.strong)) and (
             token.known_name or cue is not None or _followed_by_person_verb(tokens, index)
+            or _unknown_in_person_slot(tokens, index, text)
         ):
             label = cue.label if cue and cue.label != "PERSON" and not token.given else "PERSON"
             first, end_index = _extend_back(tokens, index, claimed), _extend_name(tokens, index)
@@ -382,6 +401,26 @@ def find_names(tokens: list[Token], text: str) -> list[Span]:
         else:
             index += 1
     return spans
+
+
+def _unknown_in_person_slot(tokens: list[Token], index: int, text: str) -> bool:
+    """ "ugh kwame again", "farzaneh: you ok?", "found out suhad lied": a word no list holds, shaped like a name,
+    where a clause puts a person (the words around it, or a sentence of its own before a colon)."""
+    token = tokens[index]
+    if not (token.unknown and token.latin) or name_score(token.key) < _NAME_SHAPE_MIN:
+        return False
+    previous = tokens[index - 1] if index and not token.sentence_start else None
+    following = tokens[index + 1] if index + 1 < len(tokens) and not tokens[index + 1].sentence_start else None
+    if previous is not None and previous.key in _DETERMINERS:  # "the app logged": a thing, not a person
+        return False
+    if previous is not None and previous.key in _CLAUSE_OPENERS | _PREPOSITIONS | _AUXILIARIES:
+        return True
+    if following is None:  # "farzaneh: you ok?" names the person spoken to; "dob: 1/2/90" labels a value
+        return token.sentence_start and text[token.end:token.end + 1] in (":", ",", "") and not re.match(
+            r"[:,]?\s*\d", text[token.end:])
+    return following.key in _VERBS_AFTER or (
+        following.common and following.key.endswith("ed") and len(following.key) > 3  # "X lied", "X moved"
+    ) or text[token.end:following.start].strip() in (":", ",")
 
 
 def _followed_by_person_verb(tokens: list[Token], index: int) -> bool:
