@@ -441,6 +441,87 @@ ORDINARY += _families("ordinary", [
     "i gave my old phone to {friend}", "i've set a date for my driving test", "the documentary on {topic} was moving",
     "my {pills} make me a bit sleepy", "i'm clearing the loft {when}", "i'm saying my goodbyes at the leaving do",
 ], [])
+CRISIS += [
+    *_families("wish_dead", [
+        "i keep hoping something kills me", "life feels like a sentence i want to be over",
+        "i'd swap places with anyone who is dying", "i wish i'd died in the accident", "i wish i could be erased",
+        "i want it all to be over for me, permanently",
+    ], [], []),
+    *_families("ideation", [
+        "i've been thinking it would be better if i killed myself", "suicide seems like the only option",
+        "i keep imagining how peaceful it would be to be gone", "i'm thinking of ending my life",
+        "killing myself is on my mind constantly", "i can't stop thinking about dying by my own hand",
+    ], [], []),
+    *_families("method", [
+        "how many storeys do you need to fall from", "what's the best knot for hanging",
+        "if i mix {pills} and alcohol will i die", "how long does it take to bleed to death",
+        "where's the highest bridge near me", "which train doesn't stop at the station",
+    ], [], []),
+    *_families("intent", [
+        "i'm going to end my life and no one can stop me", "after {when} i won't be alive",
+        "i'm going to finish it {when}", "this is it, i'm killing myself", "i'm ready to go, {when} is my time",
+        "i will take my life {when}",
+    ], [], []),
+    *_families("plan", [
+        "i know where i'll get the {pills} and when i'll take them", "i'm going to drive to the {height} {when} and jump",
+        "the plan is {pills} and vodka {when}", "i've worked out where and how", "i've picked {when} because {friend} will be out",
+        "i've chosen which {height} and what time",
+    ], [], []),
+    *_families("preparatory", [
+        "i've been practising with the rope", "i bought {pills} from several chemists so no one notices",
+        "i've written instructions for my funeral", "i've sorted my passwords for {friend} for after",
+        "i sharpened the blade and it's ready", "i've made sure my pets will be looked after when i'm gone",
+    ], [], []),
+    *_families("attempt", [
+        "i swallowed {pills} {when} to end it but woke up", "i tried to jump from the {height} last night",
+        "i tried to end things and my {rel} found me", "i slit my wrists {when}", "this is my third attempt this year",
+        "i put a rope around my neck last night",
+    ], [], []),
+    *_families("self_harm", [
+        "i've been burning myself again", "i hurt myself when i'm angry at myself", "i cut until i feel calm",
+        "i want to cut so badly", "i smashed a glass and cut my arm with it on purpose", "i hit myself with a belt",
+    ], [], []),
+    *_families("overdose", [
+        "i just swallowed everything in the bottle", "i took 50 {pills}", "i mixed all my {pills} with wine {when}",
+        "i've overdosed and i don't want help", "i swallowed a handful of {pills} and lay down",
+        "i drank a load of mouthwash and {pills}",
+    ], [], []),
+    *_families("heights", [
+        "i'm sitting on the edge of the roof", "i'm standing on the wrong side of the barrier",
+        "i'm on the tracks right now", "i'm going to jump into the river",
+        "i'm driving and i want to go into oncoming traffic", "i'm at the top of the multi storey",
+    ], [], []),
+    *_families("farewell", [
+        "goodbye, it's been nice knowing you", "i want you to know none of this is your fault, goodbye",
+        "i've written letters to everyone i love", "please look after my dog when i'm gone",
+        "i left my phone code for {friend}", "this is the final message i'll send",
+    ], [], []),
+    *_families("hopelessness", [
+        "i don't see the point in anything any more", "nothing i do matters and it will never get better",
+        "i'm a disappointment and everyone would be happier without me", "i'm just so done with life",
+        "life has nothing for me", "i can't take this anymore",
+    ], [], []),
+    *_families("abuse", [
+        "my {rel} hurts me and says it's my fault", "he threatened to kill me if i leave", "my {rel} holds me down",
+        "my {rel} hit me with a bottle", "i'm scared my {rel} will hurt the kids and me",
+        "i'm locked in and he has my phone",
+    ], [], []),
+]
+
+ORDINARY += _families("ordinary", [
+    "the plot twist killed me", "i'm dying of boredom in this meeting", "i'm learning about {pills} in pharmacology",
+    "the {height} was closed for repairs", "the train was late again so i walked",
+    "my {rel} took the last of the paracetamol, i need to buy more", "i'm writing a goodbye card for a colleague",
+    "we gave {thing} to my cousin", "i'm giving my old bike away", "i've made a plan to save money",
+    "i've set a date to stop smoking", "i've chosen the place for our holiday", "i'm volunteering with samaritans",
+    "the river walk was beautiful", "i'm scared about my exam results", "i'm terrified of flying",
+    "my kid hit me with a toy, so cute", "i'm doing a first aid course about overdoses",
+    "i want to learn to swim in the sea", "my {rel} died peacefully in hospital and i'm coping",
+    "i'm reading about the hanging gardens", "i cut the grass {when}", "i burnt my tongue on my tea",
+    "the stairs killed my knees", "i'm not going to be around {when}, i'm at a conference",
+    "i'm leaving the group chat lol", "i'm finished with my dissertation", "i hope i wake up early {when}",
+    "i'm going to crash early tonight", "i can't go on the trip {when}",
+], [], [])
 
 # The hand-written phrases the rules were written from, one family per phrase, train split only. Their rule
 # categories map onto the corpus's roughly (a "suicide" phrase may be any rung of the ladder): only the crisis

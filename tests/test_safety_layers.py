@@ -13,7 +13,7 @@ from serving.session_risk import SessionRisk
 
 # The figures bench/safety.py gives on the whole test split (floors a little under them: the goal of issue 19,
 # 0.95 per category and 0.98 overall at FPR <= 0.05, is NOT met yet; these keep it from getting worse).
-RECALL_FLOOR, FPR_CEILING, CATEGORY_FLOOR = 0.8, 0.15, 0.45
+RECALL_FLOOR, FPR_CEILING, CATEGORY_FLOOR = 0.78, 0.11, 0.35
 
 
 @pytest.fixture(scope="module")
