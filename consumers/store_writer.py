@@ -20,7 +20,7 @@ from consumers import dlq
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
-from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
+from learnstream.metrics import DLQ, PRODUCED, SAMPLES_WRITTEN
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
 from schemas import InvalidEvent, is_utc_timestamp, utc_now, validate
 
@@ -123,7 +123,7 @@ class StoreWriterService(ConsumerStage):
         erased = await self.store.write(batch)
         added = Counter(row[1] for row in batch.samples)
         for family, count in added.items():
-            SAMPLES_STORED.labels(family=family).inc(count)
+            SAMPLES_WRITTEN.labels(family=family).inc(count)
         for family in FAMILIES if batch.erasures else added:
             await self._announce(family, added[family], erased.get(family))
 
@@ -150,6 +150,6 @@ class StoreWriterService(ConsumerStage):
         if erased is not None:
             # What an erasure removed, and the lowest id: a model trained up to that id or beyond may carry it.
             event["erased"], event["erased_from"] = erased
-        await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_STORED}", orjson.dumps(event),
+        await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_WRITTEN}", orjson.dumps(event),
                                            key=family.encode())
-        PRODUCED.labels(topic=topics.SAMPLES_STORED).inc()
+        PRODUCED.labels(topic=topics.SAMPLES_WRITTEN).inc()

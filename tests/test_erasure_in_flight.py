@@ -86,7 +86,7 @@ def test_a_destroyed_owner_gets_no_new_key_for_an_event_appended_before_the_eras
 
 
 def _counter(family: str) -> float:
-    return REGISTRY.get_sample_value("learnstream_erased_skipped_total", {"family": family}) or 0.0
+    return REGISTRY.get_sample_value("learnstream_skipped_erased_total", {"family": family}) or 0.0
 
 
 @pytest.mark.kafka
