@@ -150,6 +150,6 @@ class StoreWriterService(ConsumerStage):
         if erased is not None:
             # What an erasure removed, and the lowest id: a model trained up to that id or beyond may carry it.
             event["erased"], event["erased_from"] = erased
-        await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_WRITTEN}", orjson.dumps(event),
+        await self._producer.send_and_wait(f"{self._prefix}{topics.SAMPLES_STORED}", orjson.dumps(event),
                                            key=family.encode())
-        PRODUCED.labels(topic=topics.SAMPLES_WRITTEN).inc()
+        PRODUCED.labels(topic=topics.SAMPLES_STORED).inc()
