@@ -21,7 +21,7 @@ from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.keystore import KeyStore
-from learnstream.metrics import DLQ, PRODUCED, SKIPPED_ERASED, SKIPPED_NO_CONSENT
+from learnstream.metrics import DLQ, ERASURES, PRODUCED, SKIPPED_ERASED, SKIPPED_NO_CONSENT
 from schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class AnonymizerService(ConsumerStage):
             log.info("%s offset %d -> DLQ: %s at %s", source, record.offset, outcome.error.reason, outcome.error.field)
             return [(topics.dlq(source), dlq.entry(record, outcome.error, source_topic=source), record.key)]
         if outcome.kind == "erasure":
+            ERASURES.labels(stage="anonymizer").inc()
             owner = outcome.record["owner"]
             # The ledger entry goes to every family's dataset of record, so the store and replay of each honour it.
             return [(topics.anon(f), outcome.record, owner.encode()) for f in FAMILIES]

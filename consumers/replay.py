@@ -123,7 +123,8 @@ async def _swap_in(db: aiosqlite.Connection, rebuilt: Path) -> None:
             await db.execute(
                 "INSERT OR IGNORE INTO main.erased_samples(id, family, erased_at) "
                 "SELECT l.id, l.family, MIN(e.ts) FROM main.samples l "
-                "JOIN rebuilt.erasures e ON e.owner = l.owner AND COALESCE(utc_us(l.ts) <= utc_us(e.ts), 1) GROUP BY l.id"
+                "JOIN rebuilt.erasures e ON e.owner = l.owner AND COALESCE(utc_us(l.ts) <= utc_us(e.ts), 1) "
+                "GROUP BY l.id"
             )
             columns = await _shared_columns(db, "samples", exclude="id")
             await db.execute("DELETE FROM main.samples WHERE event_id NOT IN (SELECT event_id FROM rebuilt.samples)")

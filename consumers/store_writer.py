@@ -20,7 +20,7 @@ from consumers import dlq
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
-from learnstream.metrics import DLQ, PRODUCED, SAMPLES_STORED
+from learnstream.metrics import DLQ, PRODUCED, SAMPLES_WRITTEN
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
 from schemas import InvalidEvent, is_utc_timestamp, utc_now, validate
 
@@ -123,7 +123,7 @@ class StoreWriterService(ConsumerStage):
         erased = await self.store.write(batch)
         added = Counter(row[1] for row in batch.samples)
         for family, count in added.items():
-            SAMPLES_STORED.labels(family=family).inc(count)
+            SAMPLES_WRITTEN.labels(family=family).inc(count)
         for family in FAMILIES if batch.erasures else added:
             await self._announce(family, added[family], erased.get(family))
 

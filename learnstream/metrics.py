@@ -9,11 +9,13 @@ from schemas import DLQ_REASONS
 CONSUMED = Counter("learnstream_events_consumed_total", "Records consumed", ["topic", "group"])
 PRODUCED = Counter("learnstream_events_produced_total", "Records produced", ["topic"])
 DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["topic", "reason"])
-SKIPPED_NO_CONSENT = Counter("learnstream_consent_skipped_total", "Events without training consent", ["family"])
-SKIPPED_ERASED = Counter("learnstream_erased_skipped_total",
+# One name per count: a metric that counts what a status field shows is named after it (skipped_no_consent,
+# skipped_erased); the status' samples_stored is what the store holds now (erasure removes), this counts writes.
+SKIPPED_NO_CONSENT = Counter("learnstream_skipped_no_consent_total", "Events without training consent", ["family"])
+SKIPPED_ERASED = Counter("learnstream_skipped_erased_total",
                          "Events of an erased person appended before their erasure and still in flight: not sealed, "
-                         "not stored (the status' skipped_erased)", ["family"])
-SAMPLES_STORED = Counter("learnstream_samples_stored_total", "Anonymized samples written to the store", ["family"])
+                         "not stored", ["family"])
+SAMPLES_WRITTEN = Counter("learnstream_samples_written_total", "Anonymized samples written to the store", ["family"])
 ERASURES = Counter("learnstream_erasures_total", "Erasure requests applied", ["stage"])
 _PARTITION = ["topic", "partition", "group"]
 LAG_RECORDS = Gauge("learnstream_consumer_lag_records", "End offset minus committed offset", _PARTITION)
@@ -70,7 +72,7 @@ def start_at_zero(families: tuple[str, ...]) -> None:
             TRAINING_RUNS.labels(family=family, decision=decision)
         for reason in TRAINING_FAILURE_REASONS:
             TRAINING_FAILURES.labels(family=family, reason=reason)
-        SAMPLES_STORED.labels(family=family)
+        SAMPLES_WRITTEN.labels(family=family)
         SKIPPED_NO_CONSENT.labels(family=family)
         SKIPPED_ERASED.labels(family=family)
         for result in ("ok", "failed", "rejected"):

@@ -94,7 +94,7 @@ def test_train_chat_lowers_loss_and_writes_safetensors(base_dir: Path, tmp_path:
     assert metrics["eval_loss"] < metrics["eval_loss_parent"]
     assert metrics["eval_perplexity"] == pytest.approx(torch.tensor(metrics["eval_loss"]).exp().item())
     assert metrics["steps"] == len(seen) == seen[-1]["steps"] and seen[-1]["loss"] < seen[0]["loss"]
-    assert metrics["tokens"] > metrics["label_tokens"] > 0 and metrics["samples"] == 12
+    assert metrics["tokens"] > metrics["label_tokens"] > 0 and metrics["training_targets"] == 12
     assert (tmp_path / "v1" / "model.safetensors").exists() and not (tmp_path / "v1" / "checkpoint").exists()
     trained, tokenizer = load_causal_lm(tmp_path / "v1", device=CPU)
     parent, _ = load_causal_lm(base_dir, device=CPU)

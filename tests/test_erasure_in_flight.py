@@ -86,7 +86,7 @@ def test_a_destroyed_owner_gets_no_new_key_for_an_event_appended_before_the_eras
 
 
 def _counter(family: str) -> float:
-    return REGISTRY.get_sample_value("learnstream_erased_skipped_total", {"family": family}) or 0.0
+    return REGISTRY.get_sample_value("learnstream_skipped_erased_total", {"family": family}) or 0.0
 
 
 @pytest.mark.kafka
@@ -140,3 +140,49 @@ async def test_in_flight_events_of_an_erased_person_are_skipped_and_later_ones_k
     request = [r async for r in kafka.read_to_end(settings, ["erasure.requests"])][0]
     assert ledger["ts"] == past and datetime.fromisoformat(ledger["erased_at"]) == datetime.fromtimestamp(
         request.timestamp / 1000, UTC)
+
+
+async def test_an_erasure_makes_a_from_scratch_run_due_only_when_a_model_saw_its_samples(make_settings):
+    """The trainer's decision (no broker needed until it runs): due when the lowest erased id is within what was
+    trained or is being trained; still due after a restart; done only by a from-scratch run started after it."""
+    from learnstream.training_state import TrainerState
+    from trainer.service import TrainerService
+
+    settings = make_settings(auto_train=False)
+    state = TrainerState(settings.data_dir)
+    state.record_run({"family": "chat", "version": 1, "decision": "promoted", "samples": 8, "metrics": {},
+                      "path": "chat/1", "watermark": 8}, registry_dir=settings.registry_dir)
+    scheduled = []
+    trainers = []
+
+    def trainer_on(settings) -> TrainerService:
+        trainer = TrainerService(settings)
+        trainer.schedule = lambda family, *, from_scratch, manual: scheduled.append((family, from_scratch))
+        trainers.append(trainer)
+        return trainer
+
+    try:
+        trainer = trainer_on(settings)
+        trainer._on_erasure("chat", 9)  # never trained on: nothing to redo
+        await trainer._maybe_train("chat")
+        assert scheduled == [] and state.erasures_pending("chat") == 0
+        trainer._training_up_to["chat"] = 12  # a run in progress reads up to 12
+        trainer._on_erasure("chat", 10)
+        del trainer._training_up_to["chat"]
+        await trainer._maybe_train("chat")  # whatever auto_train says
+        assert scheduled == [("chat", True)]
+        await trainer_on(settings)._maybe_train("chat")  # a restarted trainer: still due
+        assert scheduled == [("chat", True)] * 2
+        covered = state.erasures_total("chat")
+        state.retrained_after("chat", covered - 1)  # a from-scratch run that started before the erasure
+        assert state.erasures_pending("chat") == 1
+        state.retrained_after("chat", covered)
+        assert state.erasures_pending("chat") == 0
+        state.erasure_seen("chat")
+        off = trainer_on(make_settings(data_dir=settings.data_dir, auto_train=False, retrain_after_erasure=False))
+        await off._maybe_train("chat")
+        assert len(scheduled) == 2
+    finally:
+        for trainer in trainers:  # never started: closing them is all there is
+            await trainer._consumer.stop()
+            await trainer._producer.stop()

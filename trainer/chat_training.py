@@ -369,7 +369,8 @@ def train_chat(
         "tokens": state["tokens"],
         "label_tokens": state["label_tokens"],
         "steps": len(plan),
-        "samples": len(train),
+        # Target turns trained on, new and replayed; not the manifest's "samples" (the stored samples the run read).
+        "training_targets": len(train),
         "conversations": data.conversations,
         "resumed_from_step": resumed_from,
         "duration_s": duration_s,

@@ -137,7 +137,7 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
             "lineage": lineage.write(staged, lineage.owners_of(sample for _, sample in samples)),
             "base_model": parent.manifest.get("base_model"),
             "parent_version": parent_number,
-            "samples": count,
+            "samples": count,  # the new stored samples the run read (its metrics count training_targets)
             "watermark": up_to,
             "previous_watermark": 0 if from_scratch else after,
             "from_scratch": from_scratch,
