@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import shutil
 import threading
+import weakref
 
+import orjson
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from learnstream.registry import MANIFEST
 from serving.engine import GenerationEngine
 from serving.generation import GenerationSettings, generate_reply
 from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
+from tests.test_serving_app import ROUTINE, Serve, serve, template  # noqa: F401 - fixtures
 
 GREEDY = GenerationSettings(do_sample=False, max_new_tokens=12)
 HISTORIES = [[CORPUS[0]], CORPUS[:3], [CORPUS[3]], CORPUS[1:5], ["ok"]]  # contexts of unequal lengths
@@ -122,3 +129,44 @@ def test_any_conversations_get_a_reply_each(talkative_model, tokenizer, historie
             assert isinstance(reply, str) and reply and 0.0 <= confidence <= 1.0
     finally:
         engine.close()
+
+
+# ---- hot swap under load, over HTTP ----------------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engine(serve: Serve) -> None:  # noqa: F811
+    client, serving = await serve()
+    registry, holder = serving.registry, serving.holders["chat"]
+    base = registry.get("chat", 0)
+    with registry.writer_lock(), registry.staging("chat") as staged:  # version 1: a copy of the base
+        for file in base.path.iterdir():
+            if file.name != MANIFEST:
+                shutil.copy2(file, staged / file.name)
+        registry.commit("chat", staged, {"parent_version": 0, "decision": "promoted", "reason": "test"})
+    answers: list[tuple[int, dict]] = []
+    swapping = True
+
+    async def chatter(name: str, stream: bool) -> None:
+        turn = 0
+        while swapping or turn < 2:
+            body = {"session_id": f"{name}-{turn}", "message": ROUTINE, "stream": stream}
+            async with client.post("/api/chat", json=body) as response:
+                text = await response.text()
+                final = orjson.loads(text.rsplit("data: ", 1)[-1]) if stream else orjson.loads(text)
+                answers.append((response.status, final))
+            turn += 1
+
+    chatters = [asyncio.create_task(chatter(f"c{n}", stream=n % 2 == 1)) for n in range(4)]
+    engines = []
+    async with asyncio.timeout(120):
+        for number in (1, 0, 1, 0):
+            engines.append(weakref.ref(holder.current.model.engine))
+            assert await holder.swap_to(number)  # returns once the old model's requests have all ended
+        swapping = False
+        await asyncio.gather(*chatters)
+    failed = [(status, final) for status, final in answers if status != 200 or final.get("backend") != "local"]
+    assert not failed and len(answers) >= 8
+    assert {final["model_version"] for _, final in answers} == {0, 1}
+    gc.collect()
+    assert all(engine() is None or engine() is holder.current.model.engine for engine in engines)
