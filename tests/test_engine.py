@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
-import shutil
 import threading
 import weakref
 
@@ -13,12 +13,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers.pytorch_utils import Conv1D
 
-from learnstream.registry import MANIFEST
+from serving.chat_model import quantized_int8
 from serving.engine import GenerationEngine
 from serving.generation import GenerationSettings, generate_reply
 from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
-from tests.test_serving_app import ROUTINE, Serve, serve, template  # noqa: F401 - fixtures
+from tests.test_serving_app import ROUTINE, Serve, commit_copy_of_base, serve, template  # noqa: F401 - fixtures
 
 GREEDY = GenerationSettings(do_sample=False, max_new_tokens=12)
 HISTORIES = [[CORPUS[0]], CORPUS[:3], [CORPUS[3]], CORPUS[1:5], ["ok"]]  # contexts of unequal lengths
@@ -138,12 +139,7 @@ def test_any_conversations_get_a_reply_each(talkative_model, tokenizer, historie
 async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engine(serve: Serve) -> None:  # noqa: F811
     client, serving = await serve()
     registry, holder = serving.registry, serving.holders["chat"]
-    base = registry.get("chat", 0)
-    with registry.writer_lock(), registry.staging("chat") as staged:  # version 1: a copy of the base
-        for file in base.path.iterdir():
-            if file.name != MANIFEST:
-                shutil.copy2(file, staged / file.name)
-        registry.commit("chat", staged, {"parent_version": 0, "decision": "promoted", "reason": "test"})
+    commit_copy_of_base(registry)
     answers: list[tuple[int, dict]] = []
     swapping = True
 
@@ -170,3 +166,28 @@ async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engi
     assert {final["model_version"] for _, final in answers} == {0, 1}
     gc.collect()
     assert all(engine() is None or engine() is holder.current.model.engine for engine in engines)
+
+
+def test_int8_model_replies_through_the_engine_and_stays_close_to_fp32(talkative_model, tokenizer) -> None:  # noqa: F811
+    quantised = quantized_int8(copy.deepcopy(talkative_model))
+    assert not any(isinstance(module, Conv1D) for module in quantised.modules())
+    ids = torch.tensor([tokenizer.encode(" ".join(CORPUS))])
+    with torch.inference_mode():
+        fp32, int8 = (float(model(input_ids=ids, labels=ids).loss) for model in (talkative_model, quantised))
+    assert int8 == pytest.approx(fp32, rel=0.02)
+    engine = GenerationEngine(quantised, tokenizer, GREEDY)
+    try:
+        for future in [engine.submit(history) for history in HISTORIES]:
+            reply, confidence = future.result(timeout=30)
+            assert reply and 0.0 < confidence <= 1.0
+    finally:
+        engine.close()
+
+
+@pytest.mark.kafka
+async def test_chat_int8_serves_the_quantised_model(serve: Serve) -> None:  # noqa: F811
+    client, serving = await serve(chat_int8=True)
+    model = serving.holders["chat"].current.model.model
+    assert not any(isinstance(module, Conv1D) for module in model.modules())
+    response = await client.post("/api/chat", json={"session_id": "s-int8", "message": ROUTINE})
+    assert response.status == 200 and (await response.json())["backend"] == "local"
