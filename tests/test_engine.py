@@ -96,6 +96,8 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(talkative_mode
     try:
         with pytest.raises(RuntimeError, match="broken"):
             engine.submit(HISTORIES[0]).result(timeout=30)
+        with pytest.raises(RuntimeError, match="broken"):  # and a model that cannot reply fails its warm-up
+            GenerationEngine(talkative_model, tokenizer, GREEDY).warm_up(2)
     finally:
         talkative_model.forward = forward
     assert engine.submit(HISTORIES[0]).result(timeout=30)[0] == alone(talkative_model, tokenizer, HISTORIES[0])[0]
