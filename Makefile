@@ -33,4 +33,4 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[bench]"
 	# The benches (bench/ also holds corpora and bench/train_safety.py, which rewrites the shipped classifier).
-	for b in anonymize images safety swap train ingest replay; do $(PY) bench/$$b.py || exit 1; done
+	for b in anonymize images safety swap chat train ingest replay; do $(PY) bench/$$b.py || exit 1; done

@@ -18,7 +18,7 @@ step reads at the served dtype / bandwidth; step_ms is one user's decoding step 
 --int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
 layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
 loss with the fp32 model's on texts neither was built from (the held-out loss: random weights, so this bounds
-the quantisation error, not the quality of a reply). Serving does not quantise: this measures whether it should.
+the quantisation error, not the quality of a reply). Serving quantises so with chat_int8 (off by default).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/chat.py [--users 1,4,8] [--rounds 1] [--max-new-tokens 64] [--int8]
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import sys
 import time
@@ -39,9 +40,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from transformers.pytorch_utils import Conv1D  # noqa: E402
-
 from bench.swap import MESSAGES, dialogpt_sized_tokenizer  # noqa: E402
+from serving.chat_model import quantized_int8  # noqa: E402
 from serving.engine import GenerationEngine  # noqa: E402
 from serving.generation import GenerationSettings, generate_reply  # noqa: E402
 
@@ -100,17 +100,8 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 
 def int8_copy(model: GPT2LMHeadModel) -> torch.nn.Module:
-    """The model with every linear layer dynamically quantised to int8 (fbgemm's prepacked kernels)."""
-    import copy
-
-    converted = copy.deepcopy(model)
-    for module in list(converted.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, Conv1D):  # weight [in, out], nn.Linear's is [out, in]
-                linear = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
-                linear.weight.data, linear.bias.data = child.weight.data.t().contiguous(), child.bias.data
-                setattr(module, name, linear)
-    return torch.ao.quantization.quantize_dynamic(converted, {torch.nn.Linear}, dtype=torch.qint8)
+    """A copy of the model as serving quantises it with chat_int8 (serving.chat_model.quantized_int8)."""
+    return quantized_int8(copy.deepcopy(model))
 
 
 def held_out_loss(model: torch.nn.Module, tokenizer) -> float:

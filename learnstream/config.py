@@ -104,6 +104,10 @@ class Settings:
     chat_top_p: float = 0.9
     chat_top_k: int = 50
     chat_repetition_penalty: float = 1.3
+    # Serve the local chat model with torch's dynamic int8 quantisation of its linear layers (CPU only; see
+    # serving/chat_model.py). bench/chat.py --int8 measures its speed and held-out loss against fp32 on this
+    # machine: turn it on where that says it is faster and the loss change is acceptable.
+    chat_int8: bool = False
     # Bearer tokens by role: "clinician:tok1,app:tok2,admin:tok3". Empty: app endpoints open, others 403.
     api_tokens: Secret = Secret("")
     # Kafka client security, passed through to every client (PLAINTEXT, SSL, SASL_SSL, SASL_PLAINTEXT).

@@ -74,7 +74,7 @@ class Serving:
         # Without the ml extra there is no local chat model: the remote backend, if configured, answers alone.
         local_chat_unavailable = LOCAL_CHAT.unavailable()
         self.holders = {
-            "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation),
+            "chat": ModelHolder("chat", self.registry, load=ChatModelLoader(generation, int8=settings.chat_int8),
                                 unavailable=local_chat_unavailable, refusal=self._refusal("chat")),
             "image": ModelHolder("image", self.registry, load=_load_image, refusal=self._refusal("image")),
         }

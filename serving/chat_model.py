@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +31,19 @@ class ChatModel:
         weakref.finalize(self, engine.close)
 
     @classmethod
-    def load(cls, version: Version, *, settings: GenerationSettings, tokenizer: Any = None) -> "ChatModel":
+    def load(cls, version: Version, *, settings: GenerationSettings, tokenizer: Any = None,
+             int8: bool = False) -> "ChatModel":
         """The same from_pretrained call loads the embedded base, a trained version or DialoGPT-small.
-        tokenizer: one already loaded from identical files (see ChatModelLoader); None loads the version's."""
+        tokenizer: one already loaded from identical files (see ChatModelLoader); None loads the version's.
+        int8: quantise the linear layers (quantized_int8), on a CPU only."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(version.path)
         model = AutoModelForCausalLM.from_pretrained(version.path, dtype=torch.float32)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        if int8 and model.device.type == "cpu":
+            model = quantized_int8(model)
         # GPT-2 configs reuse eos as pad, and every context ends with an eos (the turn separator): with a pad id
         # transformers would take those eos for padding ("We strongly recommend passing in an attention_mask").
         # The engine always passes its attention mask.
@@ -53,6 +58,25 @@ class ChatModel:
         """(reply, confidence) for a conversation whose last turn is the user's message, batched with the other
         requests on this model (serving.engine). streamer: given each token as it is generated."""
         return await self.engine.reply(history, streamer=streamer)
+
+
+def quantized_int8(model: Any) -> Any:
+    """model with every linear layer dynamically quantised to int8 (in place). GPT-2's Conv1D layers (weights
+    stored [in, out]) become nn.Linear first, so they are quantised too; the tied lm_head gets its own int8
+    copy while the embedding stays fp32. fbgemm's int8 kernels use prepacked weights, which keeps a batched
+    decoding step cheap where MKL's fp32 gemm repacks the weight at every call (bench/chat.py --int8)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                linear = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
+                linear.weight.data, linear.bias.data = child.weight.data.t().contiguous(), child.bias.data
+                setattr(module, name, linear)
+    with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it is deprecated for torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def tokenizer_fingerprint(version: Version) -> tuple[tuple[str, str], ...] | None:
@@ -70,14 +94,15 @@ class ChatModelLoader:
     thread at a time (the holder's loader).
     """
 
-    def __init__(self, settings: GenerationSettings) -> None:
+    def __init__(self, settings: GenerationSettings, *, int8: bool = False) -> None:
         self._settings = settings
+        self._int8 = int8
         self._fingerprint: tuple[tuple[str, str], ...] | None = None
         self._tokenizer: Any = None
 
     def __call__(self, version: Version) -> ChatModel:
         fingerprint = tokenizer_fingerprint(version)
         reusable = self._tokenizer if fingerprint is not None and fingerprint == self._fingerprint else None
-        chat = ChatModel.load(version, settings=self._settings, tokenizer=reusable)
+        chat = ChatModel.load(version, settings=self._settings, tokenizer=reusable, int8=self._int8)
         self._fingerprint, self._tokenizer = fingerprint, chat.tokenizer
         return chat

@@ -105,6 +105,7 @@ class GenerationEngine:
         self._waiting.append(sequence)
         while not sequence.future.done():
             self._step()
+        sequence.future.result()  # a model that cannot reply fails its load (the holder keeps the old one)
 
     def close(self) -> None:
         """Stop the engine thread once it has finished what it was given; it then lets the model go and hands
@@ -154,10 +155,11 @@ class GenerationEngine:
             return
         try:
             joined, tokens, log_probs = self._prefill(joiners)
-        except Exception as error:
+        except Exception as error:  # only the joiners fail: the running batch's state is untouched
+            log.error("chat engine: a prefill failed (%s); its requests fail", type(error).__name__)
             for sequence in joiners:
                 _fail(sequence, error)
-            raise
+            return
         joined.keep([self._advance(sequence, token, log_prob, first=True)
                      for sequence, token, log_prob in zip(joined.sequences, tokens, log_probs)])
         if joined.sequences:

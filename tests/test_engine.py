@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import gc
 import threading
+import weakref
 
+import orjson
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers.pytorch_utils import Conv1D
 
+from serving.chat_model import quantized_int8
 from serving.engine import GenerationEngine
 from serving.generation import GenerationSettings, generate_reply
 from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
+from tests.test_serving_app import ROUTINE, Serve, commit_copy_of_base, serve, template  # noqa: F401 - fixtures
 
 GREEDY = GenerationSettings(do_sample=False, max_new_tokens=12)
 HISTORIES = [[CORPUS[0]], CORPUS[:3], [CORPUS[3]], CORPUS[1:5], ["ok"]]  # contexts of unequal lengths
@@ -88,6 +96,8 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(talkative_mode
     try:
         with pytest.raises(RuntimeError, match="broken"):
             engine.submit(HISTORIES[0]).result(timeout=30)
+        with pytest.raises(RuntimeError, match="broken"):  # and a model that cannot reply fails its warm-up
+            GenerationEngine(talkative_model, tokenizer, GREEDY).warm_up(2)
     finally:
         talkative_model.forward = forward
     assert engine.submit(HISTORIES[0]).result(timeout=30)[0] == alone(talkative_model, tokenizer, HISTORIES[0])[0]
@@ -122,3 +132,64 @@ def test_any_conversations_get_a_reply_each(talkative_model, tokenizer, historie
             assert isinstance(reply, str) and reply and 0.0 <= confidence <= 1.0
     finally:
         engine.close()
+
+
+# ---- hot swap under load, over HTTP ----------------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engine(serve: Serve) -> None:  # noqa: F811
+    client, serving = await serve()
+    registry, holder = serving.registry, serving.holders["chat"]
+    commit_copy_of_base(registry)
+    answers: list[tuple[int, dict]] = []
+    swapping = True
+
+    async def chatter(name: str, stream: bool) -> None:
+        turn = 0
+        while swapping or turn < 2:
+            body = {"session_id": f"{name}-{turn}", "message": ROUTINE, "stream": stream}
+            async with client.post("/api/chat", json=body) as response:
+                text = await response.text()
+                final = orjson.loads(text.rsplit("data: ", 1)[-1]) if stream else orjson.loads(text)
+                answers.append((response.status, final))
+            turn += 1
+
+    chatters = [asyncio.create_task(chatter(f"c{n}", stream=n % 2 == 1)) for n in range(4)]
+    engines = []
+    async with asyncio.timeout(120):
+        for number in (1, 0, 1, 0):
+            engines.append(weakref.ref(holder.current.model.engine))
+            assert await holder.swap_to(number)  # returns once the old model's requests have all ended
+        swapping = False
+        await asyncio.gather(*chatters)
+    failed = [(status, final) for status, final in answers if status != 200 or final.get("backend") != "local"]
+    assert not failed and len(answers) >= 8
+    assert {final["model_version"] for _, final in answers} == {0, 1}
+    gc.collect()
+    assert all(engine() is None or engine() is holder.current.model.engine for engine in engines)
+
+
+def test_int8_model_replies_through_the_engine_and_stays_close_to_fp32(talkative_model, tokenizer) -> None:  # noqa: F811
+    quantised = quantized_int8(copy.deepcopy(talkative_model))
+    assert not any(isinstance(module, Conv1D) for module in quantised.modules())
+    ids = torch.tensor([tokenizer.encode(" ".join(CORPUS))])
+    with torch.inference_mode():
+        fp32, int8 = (float(model(input_ids=ids, labels=ids).loss) for model in (talkative_model, quantised))
+    assert int8 == pytest.approx(fp32, rel=0.02)
+    engine = GenerationEngine(quantised, tokenizer, GREEDY)
+    try:
+        for future in [engine.submit(history) for history in HISTORIES]:
+            reply, confidence = future.result(timeout=30)
+            assert reply and 0.0 < confidence <= 1.0
+    finally:
+        engine.close()
+
+
+@pytest.mark.kafka
+async def test_chat_int8_serves_the_quantised_model(serve: Serve) -> None:  # noqa: F811
+    client, serving = await serve(chat_int8=True)
+    model = serving.holders["chat"].current.model.model
+    assert not any(isinstance(module, Conv1D) for module in model.modules())
+    response = await client.post("/api/chat", json={"session_id": "s-int8", "message": ROUTINE})
+    assert response.status == 200 and (await response.json())["backend"] == "local"

@@ -155,15 +155,20 @@ async def test_without_tokens_app_endpoints_are_open_and_the_others_need_dev(ser
     assert (await client.post("/api/models/chat/rollback", json={"version": 0})).status == (200 if dev else 403)
 
 
-async def test_admin_rollback_is_announced_and_swapped_in(serve: Serve) -> None:
-    client, serving = await serve(api_tokens=TOKEN_SPEC)
-    registry = serving.registry
+def commit_copy_of_base(registry: Registry) -> None:
+    """Version 1 of the chat family: a copy of the base, version 0."""
     base = registry.get("chat", 0)
-    with registry.writer_lock(), registry.staging("chat") as staged:  # version 1: a copy of the base
+    with registry.writer_lock(), registry.staging("chat") as staged:
         for file in base.path.iterdir():
             if file.name != MANIFEST:
                 shutil.copy2(file, staged / file.name)
         registry.commit("chat", staged, {"parent_version": 0, "decision": "promoted", "reason": "test"})
+
+
+async def test_admin_rollback_is_announced_and_swapped_in(serve: Serve) -> None:
+    client, serving = await serve(api_tokens=TOKEN_SPEC)
+    registry = serving.registry
+    commit_copy_of_base(registry)
     base_model = weakref.ref(serving.holders["chat"].current.model)
     base_tokenizer = serving.holders["chat"].current.model.tokenizer
     for body, status in (({"version": 99}, 404), ({"version": True}, 400), ({"version": 1}, 200)):
