@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -20,12 +21,15 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from learnstream import kafka, topics
 from learnstream.config import Settings
 from learnstream.registry import Registry, model_updated_event
+from learnstream.store import Batch, Store, sample_row
+from learnstream.training_state import TrainerState
 from ops.broker import LocalBroker, broker_command, free_port
 from schemas import utc_now
 from tests.procs import RoleProcess, run_cli
 from tests.test_e2e import Chatter
 from tests.test_faults import DRAIN_TIMEOUT_S, Stream, assert_exactly_once, produce, shares, wait_drained
 from tests.test_pipeline import stored, stored_at_least, wait_for
+from tests.test_registry import chat_samples, half_built, training_children, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -164,10 +168,12 @@ async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalB
     assert "min_insync" in run_cli(settings, "topics").stdout.splitlines()[0]
 
 
-@pytest.mark.slow
-async def test_a_standby_trainer_takes_over_when_the_active_one_is_killed(make_settings, tmp_path: Path) -> None:
-    settings = make_settings()  # the session's broker: this is about the trainer's lifetime lock
+async def test_a_standby_takes_over_a_trainer_killed_mid_run_and_the_run_gives_one_version(make_settings,
+                                                                                           tmp_path: Path) -> None:
+    # The session's broker: this is about the trainer's locks and registry. A high tolerance: any run is promoted.
+    settings = make_settings(chat_threshold=8, promotion_tolerance=10.0)
     await kafka.ensure_topics(settings)
+    registry = Registry(settings.registry_dir)
     active = RoleProcess(settings, "trainer", log_path=tmp_path / "active.log")
     standby = RoleProcess(settings, "trainer", log_path=tmp_path / "standby.log")
     active.start()
@@ -175,12 +181,54 @@ async def test_a_standby_trainer_takes_over_when_the_active_one_is_killed(make_s
         await wait_for(lambda: _logged(active, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
         standby.start()
         await wait_for(lambda: _logged(standby, "standing by"), timeout=START_TIMEOUT_S, every=0.5)
+        await store_and_announce(settings, chat_samples(8))  # the trigger: the threshold crossed
+        # A run is under way once its half-built version exists.
+        await wait_until(lambda: half_built(registry), timeout=START_TIMEOUT_S, what="a training run")
         active.kill()
         await wait_for(lambda: _logged(standby, "learnstream up: trainer"), timeout=START_TIMEOUT_S, every=0.5)
+        await wait_until(lambda: TrainerState(settings.data_dir).last_trained_id("chat") == 8, timeout=START_TIMEOUT_S,
+                         what="the standby's run")
+        await asyncio.sleep(2)  # room for a second run from the same samples, which must not come
         assert "taking over" in standby.log_tail(200) and standby.alive
     finally:
         standby.stop()
         active.stop()
+    assert registry.numbers("chat") == [0, 1] and registry.served("chat") == 1 and half_built(registry) == []
+    assert not training_children(settings)
+    announced = [orjson.loads(r.value) async for r in kafka.read_to_end(settings, [topics.MODEL_UPDATED])]
+    assert [e["version"] for e in announced if e["family"] == "chat"] == [0, 1]  # nothing from the killed run
+
+
+async def test_a_trainer_killed_before_its_watermark_step_does_not_train_the_same_samples_again(make_settings,
+                                                                                                 start_pipeline):
+    from trainer.run import ensure_base  # the embedded base model needs torch: only this test pays for it
+
+    settings = make_settings(chat_threshold=8)
+    await kafka.ensure_topics(settings)
+    async with Store(settings.store_path) as store:
+        await store.write(Batch(samples=[sample_row(s, orjson.dumps(s)) for s in chat_samples(8)]))
+    registry = Registry(settings.registry_dir)
+    await asyncio.to_thread(ensure_base, settings, registry, "chat")
+    # Version 1 trained on those 8 samples, served, announced and in the history; then the trainer died.
+    number = await asyncio.to_thread(copy_as_next_version, registry, "chat", 0, watermark=8)
+    assert TrainerState(settings.data_dir).last_trained_id("chat") == 0
+
+    await start_pipeline(settings, roles=("trainer",))
+    await asyncio.sleep(2)  # its first pass over the families would schedule a run by now
+
+    assert TrainerState(settings.data_dir).last_trained_id("chat") == 8
+    assert registry.numbers("chat") == [0, number] and not training_children(settings)
+
+
+async def store_and_announce(settings: Settings, samples: list[dict]) -> None:
+    """What the store writer does with a batch: the samples into the store, then samples.stored."""
+    async with Store(settings.store_path) as store:
+        await store.write(Batch(samples=[sample_row(s, orjson.dumps(s)) for s in samples]))
+        event = {"schema": "samples.stored.v1", "family": "chat", "watermark": await store.watermark("chat"),
+                 "added": len(samples), "ts": utc_now()}
+    async with kafka.producer(settings) as producer:
+        await producer.send_and_wait(topics.prefixed(settings, topics.SAMPLES_STORED), orjson.dumps(event),
+                                     key=b"chat")
 
 
 async def _logged(process: RoleProcess, text: str) -> bool:
@@ -188,13 +236,14 @@ async def _logged(process: RoleProcess, text: str) -> bool:
     return text in process.log_tail(200)
 
 
-def copy_as_next_version(registry: Registry, family: str, number: int) -> int:
-    """A new promoted version with the files of an existing one: a swap to test without a training run."""
+def copy_as_next_version(registry: Registry, family: str, number: int, *, watermark: int = 0) -> int:
+    """A new promoted version with the files of an existing one, as a run up to `watermark` would leave it once its
+    decision is recorded: a swap to test without a training run."""
     source = registry.get(family, number)
     with registry.staging(family) as staged:
         shutil.copytree(source.path, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json"))
         manifest = {key: value for key, value in source.manifest.items() if key not in ("family", "version", "files")}
-        manifest.update(parent_version=number, decision="promoted", reason="a copy for the replica test",
+        manifest.update(parent_version=number, decision="promoted", reason="a copy for a test", watermark=watermark,
                         created_at=utc_now())
         with registry.writer_lock():
             version = registry.commit(family, staged, manifest)
