@@ -1,5 +1,6 @@
 """A local 3-node cluster: the CLI's view of it, the topics `up` creates on it, and kill -9 of partition leaders
-mid-stream with 0 lost and 0 duplicated as the bar."""
+mid-stream with 0 lost and 0 duplicated as the bar; more than one of a role: two anonymizers in one group, two
+serving replicas swapping together, a standby trainer taking over a run killed mid-way without a second version."""
 
 from __future__ import annotations
 
@@ -94,24 +95,33 @@ async def test_topics_get_three_replicas_and_two_in_sync(cluster: LocalBroker, m
     assert configs["min.insync.replicas"] == "2"
 
 
-async def ride_through(cluster: LocalBroker, settings: Settings, stream: Stream, faults, log_path: Path) -> None:
-    """Stream into an anonymizer+store process, one share of the events before each fault (an async callable that
-    takes a node away and brings it back), then check every event is stored exactly once."""
+async def ride_through(settings: Settings, stream: Stream, faults, roles: list[RoleProcess], *, ready=None) -> None:
+    """Stream into the anonymizer and store roles, one share of the events before each fault (an async callable that
+    takes a node or a process away and brings it back), then check every event is stored exactly once. ready: an async
+    callable awaited once the roles are started, before the stream."""
     await kafka.ensure_topics(settings)
-    role = RoleProcess(settings, "anonymizer,store", log_path=log_path)
-    role.start()
+    for role in roles:
+        role.start()
     try:
+        if ready is not None:
+            await ready()
         for share, fault in zip(shares(stream.records(), len(faults)), faults):
             before = await stored(settings)
             producing = asyncio.create_task(produce(settings, share, per_second=100))
             await wait_for(lambda: stored_at_least(settings, before + 1), timeout=DRAIN_TIMEOUT_S, every=0.05)
             await fault()
             await producing
-        await wait_drained(settings, stream, processes=[role])
-        assert role.alive, "the consumers did not ride through the leader changes"
+        await wait_drained(settings, stream, processes=roles)
+        assert all(role.alive for role in roles), "the consumers did not ride through the faults: " + "\n".join(
+            f"{role.roles}: {role.log_tail()}" for role in roles if not role.alive)
         await assert_exactly_once(settings, stream)  # its DLQ holds the stream's broken records, nothing more
     finally:
-        role.stop()
+        for role in roles:
+            role.stop()
+
+
+def pipeline_roles(settings: Settings, log_path: Path) -> list[RoleProcess]:
+    return [RoleProcess(settings, "anonymizer,store", log_path=log_path)]
 
 
 async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(cluster, make_settings, tmp_path: Path):
@@ -126,7 +136,8 @@ async def test_partition_leaders_killed_mid_stream_lose_and_double_nothing(clust
 
     # First the leader of a raw partition, then (once the cluster is whole again) the leader of an anon one.
     faults = [kill_leader_of(topics.raw("chat")), kill_leader_of(topics.anon("chat"))]
-    await ride_through(cluster, settings, Stream.make(1200, tag="leader"), faults, tmp_path / "roles.log")
+    await ride_through(settings, Stream.make(1200, tag="leader"), faults,
+                       pipeline_roles(settings, tmp_path / "roles.log"))
 
 
 @pytest.mark.slow
@@ -140,7 +151,56 @@ async def test_a_rolling_restart_of_every_node_loses_and_doubles_nothing(cluster
         return fault
 
     faults = [restart(node["id"]) for node in cluster.nodes()]
-    await ride_through(cluster, settings, Stream.make(1800, tag="rolling"), faults, tmp_path / "roles.log")
+    await ride_through(settings, Stream.make(1800, tag="rolling"), faults,
+                       pipeline_roles(settings, tmp_path / "roles.log"))
+
+
+@pytest.mark.slow
+async def test_two_anonymizers_share_the_partitions_and_one_killed_loses_and_doubles_nothing(cluster, make_settings,
+                                                                                            tmp_path: Path):
+    settings = make_settings(bootstrap_servers=cluster.bootstrap, replication_factor=None, ner_model="", partitions=4)
+    anonymizers = [RoleProcess(dataclasses.replace(settings, metrics_port=free_port()), "anonymizer",
+                               log_path=tmp_path / f"anonymizer-{n}.log") for n in range(2)]
+    store = RoleProcess(settings, "store", log_path=tmp_path / "store.log")
+
+    async def both_own_partitions() -> None:
+        # A stable group of two over four partitions: each holds two of them.
+        await wait_for(lambda: _group_is(settings, "anonymizer", ("Stable", 2), anonymizers),
+                       timeout=START_TIMEOUT_S, every=0.5)
+
+    async def kill_one_and_bring_it_back() -> None:
+        # Each has anonymized part of the stream by now, from its own partitions.
+        await wait_for(lambda: _both_consumed(anonymizers), timeout=DRAIN_TIMEOUT_S, every=0.5)
+        anonymizers[0].kill()  # its partitions go to the other once the group notices
+        await asyncio.sleep(3)
+        anonymizers[0].start()
+
+    async def nothing() -> None:
+        pass
+
+    await ride_through(settings, Stream.make(1200, tag="group"), [kill_one_and_bring_it_back, nothing],
+                       [*anonymizers, store], ready=both_own_partitions)
+
+
+async def _group_is(settings: Settings, group: str, wanted: tuple[str, int], processes: list[RoleProcess]) -> bool:
+    assert all(process.alive for process in processes), [process.log_tail() for process in processes]
+    return await kafka.describe_group(settings, group) == wanted
+
+
+async def _both_consumed(anonymizers: list[RoleProcess]) -> bool:
+    async with aiohttp.ClientSession() as http:
+        for anonymizer in anonymizers:
+            assert anonymizer.alive, anonymizer.log_tail()
+            try:
+                async with http.get(f"http://127.0.0.1:{anonymizer.settings.metrics_port}/metrics") as response:
+                    text = await response.text()
+            except aiohttp.ClientConnectionError:
+                return False
+            consumed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("learnstream_events_consumed_total{") and 'group="anonymizer"' in line)
+            if not consumed:
+                return False
+    return True
 
 
 async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalBroker, make_settings) -> None:
@@ -168,6 +228,7 @@ async def test_topics_and_lag_commands_show_replicas_and_backlog(cluster: LocalB
     assert "min_insync" in run_cli(settings, "topics").stdout.splitlines()[0]
 
 
+@pytest.mark.slow
 async def test_a_standby_takes_over_a_trainer_killed_mid_run_and_the_run_gives_one_version(make_settings,
                                                                                            tmp_path: Path) -> None:
     # The session's broker: this is about the trainer's locks and registry. A high tolerance: any run is promoted.
@@ -253,6 +314,7 @@ def copy_as_next_version(registry: Registry, family: str, number: int, *, waterm
     return version.number
 
 
+@pytest.mark.slow
 async def test_two_serving_replicas_both_swap_within_ten_seconds_and_fail_no_request(cluster, make_settings,
                                                                                     tmp_path: Path) -> None:
     from trainer.run import ensure_base  # builds the small embedded chat model: only this test pays for torch
