@@ -51,6 +51,36 @@ class TrainerState:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @contextmanager
+    def run_under_way(self) -> Iterator[None]:
+        """Held (shared) by a training run's process for the whole run. A trainer taking over a data dir waits until
+        no run holds it (`wait_for_runs`): a killed trainer's run, still alive for a moment, can then no longer commit a
+        version beside the one the new trainer trains from the same samples."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / ".run.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def runs_under_way(self) -> bool:
+        return not self._lock_runs(fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def wait_for_runs(self) -> None:
+        """Block until no training run holds run_under_way (the kernel frees a killed run's hold)."""
+        self._lock_runs(fcntl.LOCK_EX)
+
+    def _lock_runs(self, operation: int) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / ".run.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, operation)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+
     def load(self) -> dict[str, Any]:
         """{family: {"last_trained_id", "runs", "last_run", "erasures", "erasures_retrained"}}"""
         return _read_json(self.path, {})

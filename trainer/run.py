@@ -27,6 +27,7 @@ from learnstream.keystore import KeyStore
 from learnstream.registry import Registry, Version
 from learnstream.secret import reveal
 from learnstream.store import Store
+from learnstream.training_state import TrainerState
 from schemas import utc_now
 from trainer.datasets import chat_dialogues, image_samples
 
@@ -221,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         # Progress lines on stdout let the parent update its metrics while the run goes on.
         print(json.dumps({"progress": step}), flush=True)
 
-    result = execute(settings, args.family, after=args.after, up_to=args.up_to, from_scratch=args.from_scratch,
-                     progress=report)
+    with TrainerState(settings.data_dir).run_under_way():
+        result = execute(settings, args.family, after=args.after, up_to=args.up_to, from_scratch=args.from_scratch,
+                         progress=report)
     print(json.dumps({"result": result}), flush=True)
     return 0
 

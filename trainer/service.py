@@ -5,8 +5,9 @@ registry's writer lock for its lifetime (one writer per registry), and runs each
 (trainer.run) so nothing else waits. Per run, strictly in this order: the version is in the registry with its
 decision -> the served pointer moves (if promoted) -> model.updated is published -> the decision joins the
 promotion history -> the watermark (last_trained_id) advances. A trainer killed before the history step finishes
-that version at its next start (every step is idempotent); killed before the watermark step, it retrains the same
-samples. Nothing is skipped. The child exits with its trainer, so a killed trainer leaves no run behind.
+that version at its next start (every step is idempotent); killed before the watermark step, it takes the watermark
+from the newest version's manifest. Nothing is skipped and no samples are trained twice. The child exits with its
+trainer, so a killed trainer leaves no run behind; a trainer taking over waits until it has (see _take_over_when_free).
 
 Without the ml extra (torch, transformers, ...) the trainer still starts and counts: a family that is due says
 once what is missing and how to install it, and its samples wait in the store, the watermark where it was.
@@ -128,14 +129,19 @@ class TrainerService:
         while True:
             try:
                 self._lock.enter_context(self.state.running())
-                if said:
-                    log.info("the active trainer is gone: taking over")
-                return
             except TrainerBusy:
                 if not said:
                     log.info("another trainer is active on %s: standing by", self.settings.data_dir)
                     said = True
                 await asyncio.sleep(STANDBY_POLL_S)
+                continue
+            if said:
+                log.info("the active trainer is gone: taking over")
+            if self.state.runs_under_way():
+                # Its training child notices its parent's death at once, but may be committing a version just now.
+                log.info("waiting for the killed trainer's training run to exit")
+                await asyncio.to_thread(self.state.wait_for_runs)
+            return
 
     async def start(self) -> None:
         await self._take_over_when_free()
@@ -154,7 +160,8 @@ class TrainerService:
         await self._consumer.start()
 
     async def _recover(self, family: str) -> None:
-        """What a killed trainer left: half-built versions (removed) and committed, unannounced ones (finished)."""
+        """What a killed trainer left: half-built versions (removed), committed, unannounced ones (finished) and a
+        finished run's watermark not yet recorded."""
         with self.registry.writer_lock():
             if removed := self.registry.remove_staging(family):
                 log.info("%s: removed %d half-built version(s) of killed runs", family, removed)
@@ -162,6 +169,13 @@ class TrainerService:
             log.warning("%s: version %d was committed but its run never finished; finishing it now", family,
                         version.number)
             await finish_run(self.settings, self._producer, run_result(version))
+        numbers = self.registry.numbers(family)
+        newest = run_result(self.registry.get(family, numbers[-1])) if numbers else None
+        if newest is not None and newest["watermark"] > self.state.last_trained_id(family):
+            # Killed between the decision and the watermark: without this step the same samples train again.
+            log.warning("%s: version %d was finished but its watermark not recorded; recording it now", family,
+                        newest["version"])
+            self.state.record_run(newest, registry_dir=self.settings.registry_dir)
 
     async def stop(self) -> None:
         self._stopping.set()
