@@ -176,6 +176,7 @@ def main() -> None:
         presidio = presidio_engine(ours.model_name)
     except ImportError as error:
         presidio_error = f"presidio not importable: {error}"
+    batch = None  # Presidio's batch engine, which the side corpora use too
     if presidio_error is None:
         per_message_rate, presidio_detected = run_presidio(presidio, messages)
         batch = presidio_batch(ours.model_name, args.batch)
@@ -200,8 +201,6 @@ def main() -> None:
         for group, value in ours_scores["recall"].items():
             print(f"{group:20} {value:8.3f} {presidio_scores['recall'][group]:9.3f}")
         print(f"{'keep rate':20} {ours_scores['keep_rate']:8.3f} {presidio_scores['keep_rate']:9.3f}")
-    if presidio_error is not None:
-        batch = None
     split = side_corpus("unicode_split", unicode_split(max(args.messages // 4, 100), seed=args.seed + 4), ours, batch,
                         ("structured", "PHONE", "NHS_NUMBER", "CARD", "EMAIL"))
     unseen = side_corpus("unseen_names", unseen_names(max(args.messages // 2, 200), seed=args.seed + 6), ours, batch,

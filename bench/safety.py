@@ -118,5 +118,6 @@ def main() -> None:
     summary = {k: layers[k] for k in ("recall", "false_positive_rate", "recall_by_category", "p99_ms")}
     print(orjson.dumps({**summary, "external": external}).decode())
 
+
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from schemas import utc_now
 
@@ -56,8 +56,7 @@ class TrainerState:
         """Held (shared) by a training run's process for the whole run. A trainer taking over a data dir waits until
         no run holds it (`wait_for_runs`): a killed trainer's run, still alive for a moment, can then no longer commit a
         version beside the one the new trainer trains from the same samples."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / ".run.lock", "a+") as handle:
+        with self._run_lock() as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)
             try:
                 yield
@@ -72,14 +71,24 @@ class TrainerState:
         self._lock_runs(fcntl.LOCK_EX)
 
     def _lock_runs(self, operation: int) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / ".run.lock", "a+") as handle:
+        with self._run_lock() as handle:
             try:
                 fcntl.flock(handle, operation)
             except BlockingIOError:
                 return False
             fcntl.flock(handle, fcntl.LOCK_UN)
             return True
+
+    def _run_lock(self) -> TextIO:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return open(self.path.parent / ".run.lock", "a+")
+
+    @contextmanager
+    def _family_entry(self, family: str) -> Iterator[dict[str, Any]]:
+        """The family's entry of the state, written back when the block ends (only the one trainer writes)."""
+        state = self.load()
+        yield state.setdefault(family, {"last_trained_id": 0, "runs": 0})
+        _write_json(self.path, state)
 
     def load(self) -> dict[str, Any]:
         """{family: {"last_trained_id", "runs", "last_run", "erasures", "erasures_retrained"}}"""
@@ -92,20 +101,16 @@ class TrainerState:
 
     def erasure_seen(self, family: str) -> None:
         """Count one more such erasure: a from-scratch run is due."""
-        state = self.load()
-        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
-        entry["erasures"] = entry.get("erasures", 0) + 1
-        _write_json(self.path, state)
+        with self._family_entry(family) as entry:
+            entry["erasures"] = entry.get("erasures", 0) + 1
 
     def erasures_total(self, family: str) -> int:
         return self.load().get(family, {}).get("erasures", 0)
 
     def retrained_after(self, family: str, erasures: int) -> None:
         """A from-scratch run that started once `erasures` erasures were counted has finished: those are done."""
-        state = self.load()
-        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
-        entry["erasures_retrained"] = max(entry.get("erasures_retrained", 0), erasures)
-        _write_json(self.path, state)
+        with self._family_entry(family) as entry:
+            entry["erasures_retrained"] = max(entry.get("erasures_retrained", 0), erasures)
 
     def last_trained_id(self, family: str) -> int:
         return self.load().get(family, {}).get("last_trained_id", 0)
@@ -113,12 +118,10 @@ class TrainerState:
     def record_run(self, result: dict[str, Any], *, registry_dir: Path) -> None:
         """Advance the watermark (whatever the decision) and append the run to training_metrics.json."""
         family = result["family"]
-        state = self.load()
-        entry = state.setdefault(family, {"last_trained_id": 0, "runs": 0})
-        entry["last_trained_id"] = max(entry["last_trained_id"], result["watermark"])
-        entry["runs"] += 1
-        entry["last_run"] = utc_now()
-        _write_json(self.path, state)
+        with self._family_entry(family) as entry:
+            entry["last_trained_id"] = max(entry["last_trained_id"], result["watermark"])
+            entry["runs"] += 1
+            entry["last_run"] = utc_now()
         metrics_path = Path(registry_dir) / "training_metrics.json"
         history = _read_json(metrics_path, {"runs": []})
         history["runs"].append({

@@ -67,10 +67,11 @@ CONCEPTS: dict[str, frozenset[str]] = {name: frozenset(words.split()) for name, 
     "everyday": "coffee work job exam homework traffic battery phone laptop gym holiday party weekend hair "
                 "cake dinner shopping rain weather football chess",
 }.items()}
-_CONCEPTS_OF: dict[str, tuple[str, ...]] = {}
-for _name, _words in CONCEPTS.items():
-    for _word in _words:
-        _CONCEPTS_OF[_word] = (*_CONCEPTS_OF.get(_word, ()), _name)
+# word -> the concepts it belongs to, in CONCEPTS' order (feature_ids sorts them anyway).
+_CONCEPTS_OF: dict[str, tuple[str, ...]] = {
+    word: tuple(name for name, words in CONCEPTS.items() if word in words)
+    for word in set().union(*CONCEPTS.values())
+}
 
 
 def feature_ids(normalized: str) -> np.ndarray:

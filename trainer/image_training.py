@@ -329,8 +329,10 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     membership = np.zeros((len(rows), len(categories)))
     membership[np.arange(len(rows)), [categories.index(i["category"]) for i in rows]] = 1
     context = _company(incidence, membership)
-    mentions = np.asarray([[bool(terms_of(tag)) and set(terms_of(tag)) <= set(terms_of(i["caption"] or ""))
-                            for tag in candidates] for i in rows], float)
+    tag_terms = [set(terms_of(tag)) for tag in candidates]
+    caption_terms = [set(terms_of(i["caption"] or "")) for i in rows]
+    mentions = np.asarray([[bool(terms) and terms <= caption for terms in tag_terms] for caption in caption_terms],
+                          float)
     apart = _written_apart(incidence, membership, mentions, hp)
     look, visible = _look_alike(rows, incidence, membership, hp)
     both_visible = visible[:, None] & visible[None, :]
@@ -560,7 +562,13 @@ def _held_out_people(images: list[dict], people: dict, hp: ImageHParams) -> dict
         mine = [p for p in kept["persons"] if p["owner"] == image["owner"]]
         faces = [face["embedding"] for face in image["faces"] if len(face["embedding"]) == dim]
         said[image["image_id"]] = {p for p in assign_faces(mine, kept["threshold"], faces) if p}
-    pairs = list(combinations(said, 2))
+    # People are per owner, so only two images of one owner can share one: pairs across owners never count, and
+    # leaving them out keeps the pairs to each owner's held-out images, not the whole split squared.
+    owner_of = {image["image_id"]: image["owner"] for image in holdout}
+    by_owner: dict[str, list[str]] = {}
+    for image_id in said:
+        by_owner.setdefault(owner_of[image_id], []).append(image_id)
+    pairs = [pair for ids in by_owner.values() for pair in combinations(ids, 2)]
     true_pairs = {pair for pair in pairs if full.get(pair[0], set()) & full.get(pair[1], set())}
     said_pairs = {pair for pair in pairs if said[pair[0]] & said[pair[1]]}
     total = len(true_pairs) + len(said_pairs)
