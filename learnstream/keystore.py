@@ -118,9 +118,10 @@ class KeyStore:
         except ValueError:
             return None
         with self._lock:
-            if owner not in self._trees:
-                self._trees[owner] = self._nodes(owner)
-            return self._blocks.leaf(owner, self._trees[owner], instant)
+            nodes = self._trees.get(owner) or self._nodes(owner)
+            if nodes:  # none yet: not remembered, another process may make the owner's tree later
+                self._trees[owner] = nodes
+            return self._blocks.leaf(owner, nodes, instant)
 
     def _legacy_key(self, kid: str) -> bytes | None:
         if kid not in self._legacy:

@@ -132,6 +132,24 @@ def test_a_second_erasure_cuts_the_data_given_between_the_two(tmp_path):
         assert seal({**sample, "event_id": "e-4"}, keys, appended_ms=4000) is None
 
 
+def test_a_sample_sealed_under_a_key_from_before_the_trees_is_read_until_its_owner_is_erased(tmp_path):
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    with KeyStore(tmp_path / "keys.sqlite") as keys:
+        kid, key = base64.urlsafe_b64encode(os.urandom(12)).decode(), AESGCM.generate_key(bit_length=256)
+        keys._db.execute("INSERT INTO keys VALUES (?, ?, ?)", (kid, "o", key))  # as the old key store made them
+        nonce = os.urandom(12)
+        record = {"event_id": "e-1", "owner": "o", "kid": kid, "sealed": base64.b64encode(
+            nonce + AESGCM(key).encrypt(nonce, orjson.dumps({"text": "a"}), b"e-1")).decode()}
+        assert unseal(record, keys)["text"] == "a"
+        assert keys.destroy("o", appended_ms=2000) == 1
+        assert unseal(record, keys) is None
+        assert unseal({**record, "kid": "ms:not-a-number"}, keys) is None
+
+
 def _counter(family: str) -> float:
     return REGISTRY.get_sample_value("learnstream_skipped_erased_total", {"family": family}) or 0.0
 

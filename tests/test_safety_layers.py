@@ -85,6 +85,20 @@ def test_only_a_first_word_crisis_escalates(before: str, after: str) -> None:
     assert says_crisis(f"CRISIS{'.' if before else ''} {after}") and not says_crisis(f"not crisis {after}")
 
 
+def test_the_second_opinion_settings_are_read_from_the_environment_or_refused() -> None:
+    from learnstream.config import ConfigError, load_settings
+
+    default = load_settings(env={})
+    assert (default.safety_second_opinion, default.safety_second_opinion_timeout_s,
+            default.safety_second_opinion_min_score) == (True, 3.0, None)
+    env = {"LEARNSTREAM_SAFETY_SECOND_OPINION": "0", "LEARNSTREAM_SAFETY_SECOND_OPINION_MIN_SCORE": "0.02"}
+    configured = load_settings(env=env)
+    assert (configured.safety_second_opinion, configured.safety_second_opinion_min_score) == (False, 0.02)
+    for name, value in (("TIMEOUT_S", "0"), ("MIN_SCORE", "1.5"), ("MIN_SCORE", "high")):
+        with pytest.raises(ConfigError, match="(?i)safety_second_opinion"):
+            load_settings(env={f"LEARNSTREAM_SAFETY_SECOND_OPINION_{name}": value})
+
+
 def flag(session: str, ts: str) -> dict:
     return {"schema": "safety.flag.v1", "ts": ts, "session": session, "category": "ideation", "score": 1.0,
             "layer": "rules"}
