@@ -97,6 +97,13 @@ class Settings:
     # Crisis safety: a flagged session stays on the safety path this long after its last flag, unless a
     # clinician clears it (POST /api/safety/clear).
     safety_sticky_minutes: float = 60.0
+    # A second opinion, when a remote API is configured (serving/second_opinion.py): a message the classifier
+    # scores from safety_second_opinion_min_score (None: its check-in threshold) up to its crisis threshold is
+    # asked of the remote, anonymized, waiting at most safety_second_opinion_timeout_s; a CRISIS answer escalates
+    # the turn to a crisis flag (layer "remote"); no answer, a timeout or an error changes nothing.
+    safety_second_opinion: bool = True
+    safety_second_opinion_timeout_s: float = 3.0
+    safety_second_opinion_min_score: float | None = None
     # Reply generation of the local chat model (see serving/generation.py).
     chat_max_new_tokens: int = 64
     chat_do_sample: bool = True
@@ -226,6 +233,11 @@ def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] 
     for name in ("chat_threshold", "image_threshold", "http_max_concurrent"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting {name}: must be at least 1")
+    if settings.safety_second_opinion_timeout_s <= 0:
+        raise ConfigError("setting safety_second_opinion_timeout_s: must be more than 0")
+    floor = settings.safety_second_opinion_min_score
+    if floor is not None and not 0.0 <= floor <= 1.0:
+        raise ConfigError("setting safety_second_opinion_min_score: must be a score, 0 to 1")
     for name in ("http_port", "metrics_port"):
         port = getattr(settings, name)
         if port is not None and not 0 <= port <= 65535:

@@ -7,6 +7,12 @@ unreadable at once, with no rewrite of the log (Kafka cannot delete single recor
 The identifiers left in the clear (event id, time, pseudonyms) carry no content and are unlinkable without the
 pseudonym key.
 
+Each owner's keys form a tree over the broker's append instants (learnstream/key_tree.py): a sample is sealed under
+the key of its raw record's append millisecond, and an erasure keeps only the nodes that derive the instants after
+it. So an erasure makes exactly the samples appended up to it unreadable, wherever they are, and leaves readable one
+appended after it that was sealed before the erasure was applied (its topic was read first): new data under the
+person's new consent, as the store keeps it.
+
 Keys live in SQLite beside the store (<data_dir>/keys.sqlite), with secure_delete so a destroyed key is overwritten
 on disk, not just unlinked from a page. Several hosts share it like the registry (a shared filesystem).
 """
@@ -17,6 +23,7 @@ import base64
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +31,7 @@ from typing import Any, Iterator
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from learnstream import key_tree
 from learnstream.wal import enable_wal
 
 # The fields of a sample that carry content; everything else stays readable for routing, dedupe and erasure.
@@ -37,13 +45,20 @@ class KeyStore:
         enable_wal(self.path)
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete=ON")
+        # Per owner, the tree nodes that derive the keys of every instant after their latest erasure (all, before).
+        self._db.execute("CREATE TABLE IF NOT EXISTS nodes (owner TEXT NOT NULL, height INTEGER NOT NULL, "
+                         "idx INTEGER NOT NULL, key BLOB NOT NULL, PRIMARY KEY (owner, height, idx))")
+        # Keys of samples sealed before the trees (a random kid per owner key): read, destroyed, never made again.
         self._db.execute("CREATE TABLE IF NOT EXISTS keys (kid TEXT PRIMARY KEY, owner TEXT NOT NULL, key BLOB)")
         self._db.execute("CREATE INDEX IF NOT EXISTS keys_owner ON keys(owner)")
-        # When each erased owner's erasure was appended (broker clock, ms): their raw events appended until then, and
-        # still in flight when their keys went, get no new key (see key_for_owner).
+        # When each erased owner's latest erasure was appended (broker clock, ms): their raw events appended until
+        # then, and still in flight when it was applied, get no key (see key_for_owner).
         self._db.execute("CREATE TABLE IF NOT EXISTS erased (owner TEXT PRIMARY KEY, appended_ms INTEGER NOT NULL)")
         self._lock = threading.Lock()
-        self._cache: dict[str, bytes] = {}  # kid -> key; dropped for an owner on erasure
+        # owner -> their stored nodes, and the blocks derived from them; both dropped for an owner on erasure
+        self._trees: dict[str, key_tree.Nodes] = {}
+        self._blocks = key_tree.Blocks()
+        self._legacy: dict[str, bytes] = {}  # kid -> key of a sample sealed before the trees
 
     def close(self) -> None:
         self._db.close()
@@ -65,44 +80,84 @@ class KeyStore:
                 raise
             self._db.execute("COMMIT")
 
-    def key_for_owner(self, owner: str, *, appended_ms: int | None = None) -> tuple[str, bytes] | None:
-        """The owner's current (kid, key), created on first use; None for an event appended (`appended_ms`, broker
-        clock) at or before the owner's erasure, which must not be sealed under a fresh key. The check and the key's
-        creation are one transaction, so an erasure another anonymizer applies meanwhile cannot slip between them."""
-        with self._transaction():
-            if appended_ms is not None and self._db.execute(
-                    "SELECT 1 FROM erased WHERE owner = ? AND appended_ms >= ?", (owner, appended_ms)).fetchone():
-                return None
-            row = self._db.execute("SELECT kid, key FROM keys WHERE owner = ? LIMIT 1", (owner,)).fetchone()
-            if row is None:
-                kid, key = base64.urlsafe_b64encode(os.urandom(12)).decode(), AESGCM.generate_key(bit_length=256)
-                self._db.execute("INSERT INTO keys VALUES (?, ?, ?)", (kid, owner, key))
-                row = (kid, key)
-            self._cache[row[0]] = row[1]
-            return row[0], row[1]
+    def _nodes(self, owner: str) -> key_tree.Nodes:
+        rows = self._db.execute("SELECT height, idx, key FROM nodes WHERE owner = ?", (owner,))
+        return {(height, idx): key for height, idx, key in rows}
 
-    def key(self, kid: str) -> bytes | None:
-        """A key by id, or None once destroyed."""
-        if kid in self._cache:
-            return self._cache[kid]
+    def _replace_nodes(self, owner: str, nodes: key_tree.Nodes) -> None:
+        self._db.execute("DELETE FROM nodes WHERE owner = ?", (owner,))
+        self._db.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?)",
+                             [(owner, height, idx, key) for (height, idx), key in nodes.items()])
+
+    def key_for_owner(self, owner: str, *, appended_ms: int | None = None) -> tuple[str, bytes] | None:
+        """The (kid, key) to seal an owner's event appended at `appended_ms` (broker clock; now when unknown), their
+        tree made on first use; None for an event appended at or before the owner's latest erasure, which must not
+        be sealed under a key that outlives it. The check and the tree's creation are one transaction, so an erasure
+        another anonymizer applies meanwhile cannot slip between them. (An owner's tree is only ever cut, never
+        replaced, so nodes remembered from before an erasure still give the very keys of the instants after it.)"""
+        instant = _now_ms() if appended_ms is None else appended_ms
+        with self._transaction():
+            row = self._db.execute("SELECT appended_ms FROM erased WHERE owner = ?", (owner,)).fetchone()
+            if row is not None and instant <= row[0]:
+                return None
+            if owner not in self._trees:
+                nodes = self._nodes(owner)
+                if not nodes:
+                    nodes = key_tree.new_tree(after=None if row is None else row[0])
+                    self._replace_nodes(owner, nodes)
+                self._trees[owner] = nodes
+            key = self._blocks.leaf(owner, self._trees[owner], instant)
+        return None if key is None else (f"{KID_PREFIX}{instant}", key)
+
+    def key(self, kid: str, owner: str) -> bytes | None:
+        """The key a sample of `owner` was sealed under, or None once its instant was erased."""
+        if not kid.startswith(KID_PREFIX):
+            return self._legacy_key(kid)
+        try:
+            instant = int(kid.removeprefix(KID_PREFIX))
+        except ValueError:
+            return None
         with self._lock:
-            row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
-        if row is not None:
-            self._cache[kid] = row[0]
-        return None if row is None else row[0]
+            nodes = self._trees.get(owner) or self._nodes(owner)
+            if nodes:  # none yet: not remembered, another process may make the owner's tree later
+                self._trees[owner] = nodes
+            return self._blocks.leaf(owner, nodes, instant)
+
+    def _legacy_key(self, kid: str) -> bytes | None:
+        if kid not in self._legacy:
+            with self._lock:
+                row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
+            if row is None:
+                return None
+            self._legacy[kid] = row[0]
+        return self._legacy[kid]
 
     def destroy(self, owner: str, *, appended_ms: int | None = None) -> int:
-        """Crypto-shred an owner: their keys are gone from memory and (overwritten) from disk. appended_ms: when the
-        erasure request was appended (broker clock); their events appended until then get no new key."""
+        """Crypto-shred an owner up to their erasure request's append time (broker clock; now when unknown): the keys
+        of every instant until then are gone from memory and (overwritten) from disk, and their events appended
+        until then get no key; those of later instants stay. Returns how many stored nodes or keys went."""
+        instant = _now_ms() if appended_ms is None else appended_ms
         with self._transaction():
-            kids = [r[0] for r in self._db.execute("SELECT kid FROM keys WHERE owner = ?", (owner,))]
+            legacy = [r[0] for r in self._db.execute("SELECT kid FROM keys WHERE owner = ?", (owner,))]
             self._db.execute("DELETE FROM keys WHERE owner = ?", (owner,))
-            if appended_ms is not None:
-                self._db.execute("INSERT INTO erased VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
-                                 "SET appended_ms = MAX(appended_ms, excluded.appended_ms)", (owner, appended_ms))
-            for kid in kids:
-                self._cache.pop(kid, None)
-        return len(kids)
+            self._db.execute("INSERT INTO erased VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
+                             "SET appended_ms = MAX(appended_ms, excluded.appended_ms)", (owner, instant))
+            latest = self._db.execute("SELECT appended_ms FROM erased WHERE owner = ?", (owner,)).fetchone()[0]
+            nodes = self._nodes(owner)
+            kept = key_tree.puncture(nodes, after=latest)
+            self._replace_nodes(owner, kept)
+            self._trees.pop(owner, None)
+            self._blocks.forget(owner)
+            for kid in legacy:
+                self._legacy.pop(kid, None)
+        return len(legacy) + len(nodes.keys() - kept.keys())
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+KID_PREFIX = "ms:"  # then the append instant; never in a legacy kid (URL-safe base64)
 
 
 def seal(sample: dict[str, Any], keys: KeyStore, *, appended_ms: int | None = None) -> dict[str, Any] | None:
@@ -122,7 +177,7 @@ def seal(sample: dict[str, Any], keys: KeyStore, *, appended_ms: int | None = No
 
 def unseal(record: dict[str, Any], keys: KeyStore) -> dict[str, Any] | None:
     """The sample back, or None when its key was destroyed (its owner was erased)."""
-    key = keys.key(record["kid"])
+    key = keys.key(record["kid"], record["owner"])
     if key is None:
         return None
     raw = base64.b64decode(record["sealed"])

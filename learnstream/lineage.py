@@ -1,10 +1,12 @@
 """Whose data each registry version trained on, and which versions an erasure marks.
 
 Every version carries a sidecar, lineage.json, listed (so hashed) in its manifest like its weights: per owner
-pseudonym (a keyed HMAC, never a raw id) the earliest `ts` of that owner's samples the run read. Sample ids are
-not used: replay renumbers the store, owners and timestamps stay. An erasure deletes the owner's samples dated at
-or before it (learnstream/store.py), so a version holds erased data when an erased owner's earliest sample in it
-is at or before their erasure; later samples are new data under new consent. A version also holds erased data
+pseudonym (a keyed HMAC, never a raw id) the earliest instant of that owner's samples the run read (their raw
+records' append time on the broker; the app's `ts` only for records without one). Sample ids are not used: replay
+renumbers the store, owners and instants stay. An erasure deletes the owner's samples dated at or before it
+(learnstream/store.py), and a person may come back and be erased again, so a version holds erased data when an
+erased owner's earliest sample in it is at or before their latest erasure; later samples are new data under new
+consent. A version also holds erased data
 when its parent does and it was not trained from scratch (its weights started from the parent's).
 
 Marks are derived, not stored: from the sidecars and the store's erasure ledger, so they need no writer, follow
@@ -18,15 +20,13 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from learnstream.pii import TextAnonymizer
 from learnstream.registry import Registry, RegistryError, Version
+from learnstream.store import Store, erasure_instant
 from learnstream.textnorm import fold as fold_text
 from schemas import utc_instant
-
-if TYPE_CHECKING:
-    from learnstream.store import Store
 
 LINEAGE_FILE = "lineage.json"
 SCHEMA = "lineage.v1"
@@ -39,10 +39,11 @@ class LineageError(ValueError):
 
 
 def owners_of(samples: Iterable[dict[str, Any]]) -> dict[str, datetime]:
-    """Per owner pseudonym, the earliest instant among the samples (as the store holds them)."""
+    """Per owner pseudonym, the earliest instant among the samples: the one erasure compares (the broker's append
+    time, not the app's ts, which may lie either way)."""
     first: dict[str, datetime] = {}
     for sample in samples:
-        owner, instant = sample["owner"], utc_instant(sample["ts"])
+        owner, instant = sample["owner"], utc_instant(erasure_instant(sample))
         if owner not in first or instant < first[owner]:
             first[owner] = instant
     return first
@@ -105,8 +106,8 @@ def read(path: Path, manifest: dict[str, Any]) -> dict[str, datetime] | None:
 
 def marks(versions: list[Version], erasures: dict[str, str], erased_samples: list[tuple[int, str]], *,
           unreadable: dict[int, str] | None = None) -> dict[int, str]:
-    """Version number -> why it holds erased data, for every marked version. erasures: owner pseudonym -> the
-    erasure's ts; erased_samples: (sample id, erased_at), for versions made before sidecars.
+    """Version number -> why it holds erased data, for every marked version. erasures: owner pseudonym -> their
+    latest erasure's ts; erased_samples: (sample id, erased_at), for versions made before sidecars.
     unreadable: version number -> why its manifest could not be read (marked, and so are its descendants).
     Reasons name counts and versions, never an owner."""
     erased_at = {owner: utc_instant(ts) for owner, ts in erasures.items()}

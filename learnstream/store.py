@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS dlq_redrives (
     failed INTEGER NOT NULL, redriven INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 );
--- ts: the erasure's instant (its request's append time on the broker, else the app's ts).
+-- ts: the owner's latest erasure's instant (its request's append time on the broker, else the app's ts). An erasure
+-- removes everything up to its instant, so the latest one covers every earlier one.
 CREATE TABLE IF NOT EXISTS erasures (owner TEXT PRIMARY KEY, ts TEXT NOT NULL);
 -- Which stored sample ids an erasure removed: the registry marks versions trained on them.
 CREATE TABLE IF NOT EXISTS erased_samples (
@@ -87,11 +88,15 @@ class Batch:
     erasures: list[tuple[str, str]] = field(default_factory=list)  # (owner pseudonym, ts)
 
 
+def erasure_instant(sample: dict[str, Any]) -> str:
+    """What an erasure compares a sample with: its raw record's append time (broker), else the app's ts."""
+    return sample.get("appended_at") or sample["ts"]
+
+
 def sample_row(sample: dict[str, Any], body: bytes) -> SampleRow:
     """A validated anonymized sample (decoded from `body`, its record) as a row."""
     family = sample["schema"].split(".", 1)[0]
-    instant = sample.get("appended_at") or sample["ts"]
-    return sample["event_id"], family, instant, sample["owner"], sample[GROUP_FIELDS[family]], body
+    return sample["event_id"], family, erasure_instant(sample), sample["owner"], sample[GROUP_FIELDS[family]], body
 
 
 def utc_microseconds(text: str) -> int | None:
@@ -154,8 +159,11 @@ class Store:
         db = self.db
         await db.execute("BEGIN IMMEDIATE")
         try:
+            # Every erasure counts: a person who came back and was erased again is erased up to the later one,
+            # whichever order the ledger entries arrive in.
             await db.executemany(
-                "INSERT OR IGNORE INTO erasures(owner, ts) VALUES (?, ?)", batch.erasures
+                "INSERT INTO erasures(owner, ts) VALUES (?, ?) ON CONFLICT(owner) DO UPDATE SET ts = excluded.ts "
+                "WHERE utc_us(excluded.ts) > utc_us(erasures.ts)", batch.erasures
             )
             await db.executemany(
                 "INSERT INTO samples(event_id, family, ts, owner, grp, body) VALUES (?, ?, ?, ?, ?, ?) "
@@ -271,7 +279,8 @@ class Store:
         return {row[0] for row in rows}
 
     async def erasures(self) -> dict[str, str]:
-        """Erased owner pseudonym -> the erasure's ts (learnstream/lineage.py marks the versions holding their data)."""
+        """Erased owner pseudonym -> their latest erasure's ts (learnstream/lineage.py marks the versions holding their
+        data)."""
         rows = await (await self.db.execute("SELECT owner, ts FROM erasures")).fetchall()
         return {owner: ts for owner, ts in rows}
 

@@ -30,6 +30,7 @@ from serving.chat_model import ChatModelLoader
 from serving.generation import GenerationSettings, SessionHistory
 from serving.holders import ModelHolder
 from serving.image_model import ImageModel
+from serving.second_opinion import SCREENING_MAX_TOKENS, SCREENING_PROMPT, SecondOpinion
 from serving.status import training_status
 from serving.updates import ModelUpdates
 
@@ -41,13 +42,18 @@ BODY_LIMITS = {"/api/events": MAX_BODY_BYTES, "/api/chat": 64 * 1024, "/api/imag
 DEFAULT_BODY_LIMIT = 16 * 1024
 
 
-def remote_backend(settings: Settings) -> RemoteBackend | None:
-    if not settings.remote_url:
-        return None
-    return RemoteBackend(settings=RemoteSettings(base_url=settings.remote_url, api_key=reveal(settings.remote_api_key) or "",
-                                                 model=settings.remote_model,
-                                                 timeout_seconds=settings.remote_timeout_s),
-                         redactor=RequestRedactor(ner_model=settings.ner_model or None))
+def remote_backend(settings: Settings, redactor: RequestRedactor, **overrides: Any) -> RemoteBackend:
+    """The configured remote API; overrides: other RemoteSettings (the safety screening's prompt and timeout)."""
+    remote = {"base_url": settings.remote_url, "api_key": reveal(settings.remote_api_key) or "",
+              "model": settings.remote_model, "timeout_seconds": settings.remote_timeout_s}
+    return RemoteBackend(settings=RemoteSettings(**(remote | overrides)), redactor=redactor)
+
+
+def second_opinion(settings: Settings, redactor: RequestRedactor) -> SecondOpinion:
+    screening = remote_backend(settings, redactor, system_prompt=SCREENING_PROMPT,
+                               max_tokens=SCREENING_MAX_TOKENS, temperature=0.0,
+                               timeout_seconds=settings.safety_second_opinion_timeout_s)
+    return SecondOpinion(remote=screening, floor=settings.safety_second_opinion_min_score)
 
 
 def router_settings(settings: Settings) -> RouterSettings:
@@ -81,7 +87,11 @@ class Serving:
         self.updates = ModelUpdates(settings, self.holders)
         self.events = EventProducer(settings)
         self.history = SessionHistory()
-        self.remote = remote_backend(settings)
+        # One redactor for every remote call: the chat's and the safety screening's see the same anonymization.
+        redactor = RequestRedactor(ner_model=settings.ner_model or None) if settings.remote_url else None
+        self.remote = remote_backend(settings, redactor) if redactor else None
+        self.second_opinion = (second_opinion(settings, redactor)
+                               if redactor and settings.safety_second_opinion else None)
         # Router metrics live in this replica's own registry: several replicas may share a process in tests.
         self.metrics_registry = CollectorRegistry()
         local = None if local_chat_unavailable is not None else LocalBackend(generate=self._generate_local)
@@ -100,8 +110,8 @@ class Serving:
         start_serving_at_zero(safety.flag_labels())
         await self.store.start()
         await self.events.start()
-        if self.remote is not None:
-            await self.remote.start()
+        for remote in self._remotes():
+            await remote.start()
         await self.updates.start()
         self._updates_task = asyncio.create_task(self.updates.run())
         await self.risk_follower.start()
@@ -114,12 +124,15 @@ class Serving:
         await self.updates.stop()
         if self._updates_task is not None:
             await asyncio.gather(self._updates_task, return_exceptions=True)
-        if self.remote is not None:
-            await self.remote.stop()
+        for remote in self._remotes():
+            await remote.stop()
         await self.events.stop()
         await self.store.stop()
         for holder in self.holders.values():
             holder.close()
+
+    def _remotes(self) -> list[RemoteBackend]:
+        return [r for r in (self.remote, self.second_opinion and self.second_opinion.remote) if r is not None]
 
     def _refusal(self, family: str):
         """A holder never loads a version that holds erased data unless an operator's --allow-erased chose it."""
@@ -184,7 +197,7 @@ class Serving:
         subject = pseudonym(self.key, "user", user_id) if user_id else session
         loop = asyncio.get_running_loop()
         started = loop.time()
-        verdict = self._assess(session, message)
+        verdict = await self._assess(session, message)
         if verdict.crisis:
             # Never a model's words for someone at risk: a vetted text, and a flag for the clinicians.
             SAFETY_FLAGS.labels(category=verdict.category, layer=verdict.layer).inc()
@@ -205,13 +218,16 @@ class Serving:
         REQUEST_SECONDS.labels(backend=reply["backend"]).observe(loop.time() - started)
         return web.json_response(reply)
 
-    def _assess(self, session: str, message: str) -> safety.SafetyVerdict:
-        """The message's verdict, escalated by its session: sticky after a flag, or three uneasy turns in a row."""
+    async def _assess(self, session: str, message: str) -> safety.SafetyVerdict:
+        """The message's verdict, escalated by its session (sticky after a flag, or three uneasy turns in a row)
+        and by the remote's second opinion on an uncertain one (it may only escalate)."""
         verdict = safety.assess(message)
+        if not verdict.crisis and self.risk.flagged(session):
+            return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="session")
+        if self.second_opinion is not None:
+            verdict = await self.second_opinion.review(message, verdict)
         if verdict.crisis:
             return verdict
-        if self.risk.flagged(session):
-            return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="session")
         if self.risk.combined(session, verdict.score, safety.crisis_threshold()):
             return safety.SafetyVerdict(crisis=True, category="session", score=verdict.score, layer="combined")
         return verdict

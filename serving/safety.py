@@ -375,7 +375,8 @@ def flag_labels() -> list[tuple[str, str]]:
     """Every (category, layer) a flag is counted under (serving/app.py), so the metric starts at 0 for each."""
     classes = safety_classifier.default().classes
     return ([(category, "rules") for category in _PATTERNS]
-            + [(category, "classifier") for category in classes if category != safety_classifier.ORDINARY]
+            + [(category, layer) for category in classes if category != safety_classifier.ORDINARY
+               for layer in ("classifier", "remote")]
             + [("session", "session"), ("session", "combined")])
 
 

@@ -70,6 +70,13 @@ def test_an_erasure_marks_versions_by_whose_data_they_read_whatever_the_app_cloc
     assert sorted(lineage.marks(versions, {ALICE: "2026-12-07T12:00:00+01:00"}, [])) == [1, 2, 4]
 
 
+def test_lineage_dates_samples_by_the_broker_not_the_app_clock():
+    """A sample appended before the erasure whose app clock ran hours ahead still counts as before it."""
+    ahead = {"owner": ALICE, "ts": "2026-12-07T15:00:00Z", "appended_at": "2026-12-07T09:59:59.999Z"}
+    assert lineage.owners_of([ahead]) == {ALICE: datetime(2026, 12, 7, 9, 59, 59, 999000, tzinfo=UTC)}
+    assert lineage.owners_of([sample(BOB, OLD)]) == {BOB: datetime(2019, 12, 31, 22, tzinfo=UTC)}  # no append time
+
+
 def test_the_sidecar_is_listed_in_the_manifest_and_an_altered_one_marks_its_version(tmp_path):
     registry = Registry(tmp_path)
     version = commit(registry, [sample(BOB, OLD)], parent=None, from_scratch=True)

@@ -17,7 +17,7 @@ from ops.logs import quiet_libraries
 from producers.sdk import EventProducer
 from schemas import utc_now
 from tests.test_e2e import wait_served
-from tests.test_pipeline import stored_samples, wait_for
+from tests.test_pipeline import stored, stored_samples, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -126,3 +126,56 @@ async def test_replayed_store_skips_erased_owners(make_settings, start_pipeline)
     await pipeline.stop()  # replay refuses to swap the store under a running store writer
     result = await replay(settings)
     assert result.content_sha256 == live_hash and result.records >= 6
+
+
+async def test_a_person_who_comes_back_is_erased_again_with_everything_given_in_between(make_settings,
+                                                                                        start_pipeline):
+    """Erase, new consented events (their app's clock hours ahead), a run on them, erase again: that run's version
+    is marked, the store keeps none of their samples, and the from-scratch run that follows trains on none."""
+    from datetime import UTC, datetime, timedelta
+
+    from learnstream import lineage
+
+    settings = make_settings(chat_threshold=8)
+    pipeline = await start_pipeline(settings)
+    owner = pseudonym(settings.key_bytes(), "user", "returns")
+    ahead = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+
+    async def turns(run: int, users: tuple[str, ...], **fields) -> None:
+        async with EventProducer(settings) as events:
+            for user in users:
+                for n in range(4):  # two conversations each: a from-scratch run on one person still holds one out
+                    await events.send({**event(n, user=user, session=f"s-{user}-{run}-{n // 2}", text=f"turn {n}",
+                                               role="patient" if n % 2 == 0 else "therapist"), **fields})
+
+    async def erased(n: int, *, after: str | None = None) -> str:
+        """Erase them; the ledger's instant once the store applied it (a new one, when after is given)."""
+        async with EventProducer(settings) as events:
+            await events.send({"schema": "erasure.v1", "event_id": f"erase-{n}", "ts": utc_now(), "user_id": "returns"})
+
+        async def applied() -> str | None:
+            async with Store(settings.store_path) as store:
+                theirs = await store.db.execute_fetchall("SELECT 1 FROM samples WHERE owner = ?", (owner,))
+                at = (await store.erasures()).get(owner)
+            return at if not theirs and at not in (None, after) else None
+        return await wait_for(applied)
+
+    async def four_stored() -> bool:
+        return await stored(settings) == 4
+
+    await turns(1, ("returns",))  # below the threshold: no model sees these
+    await wait_for(four_stored)
+    first = await erased(1)
+    await turns(2, ("returns", "keep-me"), ts=ahead)  # they come back, consenting again: v1 trains on it
+    await wait_served(pipeline, 1)
+    second = await erased(2, after=first)
+    await wait_served(pipeline, 2)  # the from-scratch run the second erasure scheduled, promoted
+    assert datetime.fromisoformat(second) > datetime.fromisoformat(first)  # the ledger keeps the latest erasure
+    status = orjson.loads((await pipeline.serving.status(None)).body)["families"]["chat"]
+    assert status["erased_in_versions"] == [1]
+    assert status["versions"][1]["erased"] == "trained on samples of 1 erased person(s)"
+    v2 = Registry(settings.registry_dir).get("chat", 2)
+    assert v2.manifest["from_scratch"] and owner not in lineage.read(v2.path, v2.manifest)
+    assert v2.manifest["samples"] == 4  # keep-me's; none of theirs from either time
+    async with Store(settings.store_path) as store:
+        assert await store.count("chat") == 4

@@ -107,6 +107,30 @@ def test_a_run_without_a_held_out_score_is_promoted_only_when_configured_and_say
     assert promoted == "promoted" and "no held-out comparison" in reason and "promote_without_eval is on" in reason
 
 
+def test_a_run_on_a_single_conversation_is_recorded_but_not_promoted_and_says_why(make_settings):
+    """The issue's case: a chat run on one conversation (nothing to hold out) was promoted blind."""
+    from learnstream.pseudonym import pseudonym
+    from trainer.run import execute
+
+    settings = make_settings()
+    owner = pseudonym(b"k" * 32, "user", "alone")
+    samples = [{"schema": "chat.sample.v1", "event_id": f"e-{n}", "ts": "2026-12-07T09:00:00Z", "owner": owner,
+                "session": "s-1", "role": "therapist" if n % 2 else "patient", "text": f"turn {n} about sleep"}
+               for n in range(10)]
+
+    async def store_them() -> int:
+        async with Store(settings.store_path) as store:
+            await store.write(Batch(samples=[sample_row(s, orjson.dumps(s)) for s in samples]))
+            return await store.watermark("chat")
+
+    result = execute(settings, "chat", after=0, up_to=asyncio.run(store_them()), from_scratch=False)
+    assert result["decision"] == "rejected" and "no held-out comparison" in result["reason"]
+    manifest = Registry(settings.registry_dir).get("chat", result["version"]).manifest
+    assert manifest["metrics"]["eval_loss"] is None
+    # One name per count: the stored samples the run read, and the therapist turns it trained on.
+    assert (manifest["samples"], manifest["metrics"]["training_targets"]) == (10, 5)
+
+
 def test_promote_without_eval_is_off_by_default_and_read_from_the_environment():
     assert load_settings(env={}).promote_without_eval is False
     assert load_settings(env={"LEARNSTREAM_PROMOTE_WITHOUT_EVAL": "1"}).promote_without_eval is True

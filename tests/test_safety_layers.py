@@ -1,6 +1,7 @@
 """The layered crisis detector on the corpus's held-out test families, session risk, and robustness to invisible
 characters and look-alike letters inside risk words."""
 
+import re
 from datetime import datetime
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from bench import safety as bench_safety
 from bench.safety_corpus import CATEGORIES, corpus
 from serving import safety
+from serving.second_opinion import says_crisis
 from serving.session_risk import SessionRisk
 
 # The figures bench/safety.py gives on the whole test split (floors a little under them: the goal of issue 19,
@@ -72,6 +74,29 @@ def test_invisible_characters_and_look_alike_letters_change_nothing(message: str
 def test_any_text_gets_a_verdict(text: str) -> None:
     verdict = safety.assess(text)
     assert 0.0 <= verdict.score <= 1.0 and (verdict.category is None) == (not verdict.crisis)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_only_a_first_word_crisis_escalates(before: str, after: str) -> None:
+    answer = f"{before} crisis {after}"
+    first = re.findall(r"[a-z]+", before.casefold())
+    assert says_crisis(answer) == (not first or first[0] == "crisis")
+    assert says_crisis(f"CRISIS{'.' if before else ''} {after}") and not says_crisis(f"not crisis {after}")
+
+
+def test_the_second_opinion_settings_are_read_from_the_environment_or_refused() -> None:
+    from learnstream.config import ConfigError, load_settings
+
+    default = load_settings(env={})
+    assert (default.safety_second_opinion, default.safety_second_opinion_timeout_s,
+            default.safety_second_opinion_min_score) == (True, 3.0, None)
+    env = {"LEARNSTREAM_SAFETY_SECOND_OPINION": "0", "LEARNSTREAM_SAFETY_SECOND_OPINION_MIN_SCORE": "0.02"}
+    configured = load_settings(env=env)
+    assert (configured.safety_second_opinion, configured.safety_second_opinion_min_score) == (False, 0.02)
+    for name, value in (("TIMEOUT_S", "0"), ("MIN_SCORE", "1.5"), ("MIN_SCORE", "high")):
+        with pytest.raises(ConfigError, match="(?i)safety_second_opinion"):
+            load_settings(env={f"LEARNSTREAM_SAFETY_SECOND_OPINION_{name}": value})
 
 
 def flag(session: str, ts: str) -> dict:

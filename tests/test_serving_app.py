@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 from transformers import modeling_utils
 
 from learnstream import kafka, topics
@@ -245,6 +246,75 @@ async def test_flagged_sessions_are_shared_by_replicas_survive_a_restart_and_cli
             await asyncio.sleep(0.2)
     metrics = await (await first.get("/metrics", headers=bearer("admin"))).text()
     assert 'learnstream_safety_flags_total{category="suicide",layer="rules"}' in metrics
+
+
+# ---- the remote's second opinion on uncertain messages ---------------------------------------------------------
+
+PLANTED = ("Priya Ramanathan", "priya.r@example.com", "07700 900461")
+UNCERTAIN = "I am Priya Ramanathan and honestly I do not see the point lately, email priya.r@example.com"  # check-in
+UNEASY = "I am not sure I can keep doing this. Priya Ramanathan, 07700 900461"  # below the check-in threshold
+
+
+def flags_counted(category: str, layer: str) -> float:
+    return REGISTRY.get_sample_value("learnstream_safety_flags_total", {"category": category, "layer": layer}) or 0.0
+
+
+async def flags_of(serving: Serving, sessions: list[str]) -> list[dict]:
+    """The flags of these sessions on safety.flags (other tests' flags share the topic), in session order."""
+    wanted = [pseudonym(serving.key, "session", session) for session in sessions]
+    async with asyncio.timeout(30):
+        while True:
+            records = [orjson.loads(r.value) async for r in kafka.read_to_end(serving.settings, [topics.SAFETY_FLAGS])]
+            found = {flag["session"]: flag for flag in records if flag["session"] in wanted}
+            if len(found) == len(wanted):
+                return [found[session] for session in wanted]
+            await asyncio.sleep(0.2)
+
+
+def assert_no_planted_value(standin: RemoteStandin) -> None:
+    received = orjson.dumps(standin.received).decode()
+    for value in PLANTED:
+        assert value not in received and value.split()[0] not in received
+
+
+async def test_a_remote_crisis_answer_escalates_uncertain_turns_and_the_remote_sees_no_pii(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    assert safety.assess(UNCERTAIN).check_in and not safety.assess(UNEASY).crisis
+    client, serving = await serve(use_local_ai=False, safety_second_opinion_min_score=0.01, **remote_settings(standin))
+    standin.behaviour.reply = "CRISIS."
+    before = flags_counted("hopelessness", "remote")
+    for n, message in enumerate((UNCERTAIN, UNEASY)):
+        answer = await chat(client, message, session=f"s-unsure-{n}")
+        assert answer["backend"] == "safety" and answer["reply"] == safety.CRISIS_REPLY  # not just a check-in
+    assert len(standin.received) == 2  # each asked once, alone, with the screening prompt
+    assert all(len(body["messages"]) == 2 and "CRISIS" in body["messages"][0]["content"] for body in standin.received)
+    assert_no_planted_value(standin)
+    assert flags_counted("hopelessness", "remote") == before + 1
+    flags = await flags_of(serving, [f"s-unsure-{n}" for n in (0, 1)])
+    assert [flag["layer"] for flag in flags] == ["remote", "remote"]
+    standin.behaviour.reply = "OK"  # an escalated session stays flagged whatever the remote says next
+    assert (await chat(client, ROUTINE, session="s-unsure-1"))["backend"] == "safety"
+
+
+async def test_a_not_crisis_answer_a_slow_or_failing_remote_change_nothing(
+    serve: Serve, standin: RemoteStandin
+) -> None:
+    client, serving = await serve(use_local_ai=False, safety_second_opinion_timeout_s=0.5, **remote_settings(standin))
+    standin.behaviour.reply = "not crisis"
+    answer = await chat(client, UNCERTAIN, session="s-calm-0")
+    assert answer["backend"] == "safety" and answer["reply"] == safety.CHECK_IN_REPLY  # never cleared
+    standin.behaviour.reply, standin.behaviour.delay_seconds = "CRISIS", 5.0
+    started = asyncio.get_running_loop().time()
+    answer = await chat(client, UNCERTAIN, session="s-calm-1")  # the request does not fail, nor wait for it
+    assert asyncio.get_running_loop().time() - started < 4.0
+    assert answer["backend"] == "safety" and answer["reply"] == safety.CHECK_IN_REPLY
+    standin.behaviour.delay_seconds, standin.behaviour.fail_status = 0.0, 503
+    assert (await chat(client, UNCERTAIN, session="s-calm-2"))["reply"] == safety.CHECK_IN_REPLY
+    assert len(standin.received) == 3
+    assert_no_planted_value(standin)
+    flags = await flags_of(serving, [f"s-calm-{n}" for n in range(3)])
+    assert [flag["layer"] for flag in flags] == ["classifier"] * 3
 
 
 # ---- backends ------------------------------------------------------------------------------------------------
