@@ -44,6 +44,11 @@ SERVED_VERSION = Gauge("learnstream_served_version", "Model version being served
 BACKGROUND_RESTARTS = Counter(
     "learnstream_background_restarts_total", "Supervised background tasks restarted after an error", ["task"]
 )
+TRANSIENT_RETRIES = Counter(
+    "learnstream_transient_retries_total",
+    "Batches a stage retried because the broker, the network or the disk failed for now (learnstream/transient.py)",
+    ["group", "cause"],
+)
 SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])
 REQUEST_SECONDS = Histogram("learnstream_chat_request_seconds", "Chat latency", ["backend"])
