@@ -17,8 +17,9 @@ from aiokafka import TopicPartition
 from learnstream import kafka, topics
 from learnstream.config import Settings
 from learnstream.metrics import BACKGROUND_RESTARTS, SWAPS
+from learnstream.refusals import refuse
 from learnstream.registry import RegistryError
-from schemas import InvalidEvent, parse
+from schemas import InvalidEvent, parse_internal
 from serving.holders import ModelHolder
 
 log = logging.getLogger(__name__)
@@ -86,22 +87,27 @@ class ModelUpdates:
                 return  # stop() was called while waiting for records
             for records in batch.values():
                 for record in records:
-                    if not await self.apply(record.value or b""):
-                        log.info("model.updated partition %d offset %d: no swap", record.partition, record.offset)
+                    await self.apply(record.value or b"", partition=record.partition, offset=record.offset)
             if loop.time() >= next_reconcile:
                 next_reconcile = loop.time() + RECONCILE_EVERY_S
                 for holder in self.holders.values():
                     await holder.load_served()
 
-    async def apply(self, raw: bytes) -> bool:
-        """Swap on a valid, promoted event naming a version inside this replica's registry; else keep serving."""
+    async def apply(self, raw: bytes, *, partition: int = 0, offset: int = -1) -> bool:
+        """Swap on a valid, promoted event naming a version inside this replica's registry; else keep serving.
+        partition and offset: where the record was, for the line that says why it was refused."""
         try:
-            event = parse(raw, expected=("model.updated.v1",))
+            event = parse_internal(topics.MODEL_UPDATED, raw)
+        except InvalidEvent as error:
+            SWAPS.labels(family="unknown", result="rejected").inc()
+            refuse(topics.MODEL_UPDATED, partition, offset, error)
+            return False
+        try:
             holder = self.holders[event["family"]]
             path = holder.registry.resolve(event["family"], event["path"])
-        except (InvalidEvent, KeyError, RegistryError) as exc:
+        except (KeyError, ValueError, OSError, RegistryError) as exc:  # ValueError: a NUL in the path
             SWAPS.labels(family="unknown", result="rejected").inc()
-            log.error("model.updated refused: %s", exc)
+            log.error("model.updated partition %d offset %d refused: %s", partition, offset, exc)
             return False
         if event["decision"] != "promoted":
             log.info("%s: version %d was rejected by the promotion gate (%s)", event["family"], event["version"],
