@@ -22,6 +22,7 @@ from consumers.privacy import Anonymizer, Outcome
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.embedding_dim import EmbeddingDim
 from learnstream.keystore import KeyStore
 from learnstream.metrics import DLQ, ERASURES, PRODUCED, SKIPPED_ERASED, SKIPPED_NO_CONSENT
 from learnstream.transient import is_transient
@@ -44,7 +45,7 @@ class AnonymizerService(ConsumerStage):
             key=settings.key_bytes(),
             ner_model=settings.ner_model,
             max_event_bytes=settings.max_event_bytes,
-            embedding_dim=settings.embedding_dim,
+            embedding_dim=EmbeddingDim(configured=settings.embedding_dim, path=settings.embedding_dim_path),
             keys=KeyStore(settings.keys_path),
         )
         self._producer = kafka.producer(settings)
