@@ -14,7 +14,8 @@ pass), every batch not yet committed is rewound to its first offsets and retried
 ending the role (and without ever skipping past it). An episode is logged once when it starts and once when it
 ends, and every retry is counted (learnstream_transient_retries_total). A Kafka error no retry mends (authorization,
 a record too large) stops the loop with StageStopped and one clear message. Any other exception is a bug: it ends
-the loop with nothing more committed, so a restart redelivers.
+the loop with nothing more committed; its supervisor (learnstream/supervisor.py) calls run() again, which goes on
+from the committed offsets, so the batch is redelivered.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class ConsumerStage:
         self._stopped.clear()
         persisting: _Persisting | None = None  # the previous batch, being made durable
         try:
+            await self._rewind_to_committed()
             while not self._stopping.is_set():
                 # Waiting for the next batch while the last one persists keeps the two overlapped; at the end of
                 # the stream it delays only that batch's offset commit (its output is already durable).
@@ -167,6 +169,16 @@ class ConsumerStage:
                 raise stopped(self.group_id, exc) from None
             await self._pause(exc, "fetching")
             return {}
+
+    async def _rewind_to_committed(self) -> None:
+        """A run() restarted by its supervisor after an error goes on from the committed offsets, not from where
+        the failed run had fetched to (a first run owns no partitions yet: the group starts them there)."""
+        for tp in self._consumer.assignment():
+            offset = await self._consumer.committed(tp)
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
 
     def _rewind(self, batches: list[Batch]) -> None:
         """Fetch the uncommitted batches again from their first offsets. A partition taken away by a rebalance

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
-from learnstream.metrics import BACKGROUND_RESTARTS, SWAPS
+from learnstream.metrics import SWAPS
 from learnstream.refusals import refuse
 from learnstream.registry import RegistryError
 from schemas import InvalidEvent, parse_internal
@@ -25,7 +25,6 @@ from serving.holders import ModelHolder
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 30.0
-RESTART_BACKOFF_S = (0.5, 30.0)  # first and longest wait before the listener restarts after an error
 
 
 class ModelUpdates:
@@ -34,7 +33,6 @@ class ModelUpdates:
         self.holders = holders
         self._consumer = kafka.consumer(settings, group_id=f"serving-{uuid.uuid4().hex[:12]}")
         self._stopping = asyncio.Event()
-        self.running = False  # False while the listener waits to restart after an error (/readyz shows it)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -44,7 +42,6 @@ class ModelUpdates:
         await self._consumer.position(partition)  # fixes the start point before the registry is read
         for holder in self.holders.values():
             await holder.load_served()
-        self.running = True
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -58,26 +55,8 @@ class ModelUpdates:
         await self.stop()
 
     async def run(self) -> None:
-        """Follow the topic until stop(); an unexpected error restarts the listener with backoff, never ends it
-        (a replica that silently stopped following model.updated would answer from an old version forever)."""
-        backoff = RESTART_BACKOFF_S[0]
-        while not self._stopping.is_set():
-            self.running = True
-            try:
-                await self._follow()
-                return
-            except Exception as exc:  # noqa: BLE001 - supervised: logged, counted, restarted
-                self.running = False
-                BACKGROUND_RESTARTS.labels(task="model_updates").inc()
-                log.error("model.updated listener failed (%s: %s); restarting in %.1f s", type(exc).__name__, exc,
-                          backoff)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, RESTART_BACKOFF_S[1])
-
-    async def _follow(self) -> None:
+        """Follow the topic until stop(). Serving supervises it (learnstream/supervisor.py): a replica that silently
+        stopped following model.updated would answer from an old version forever."""
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + RECONCILE_EVERY_S
         while not self._stopping.is_set():
