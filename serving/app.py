@@ -266,8 +266,9 @@ class Serving:
         return problems
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(await training_status(self.settings, self.store, self.registry,
-                                                       degraded=self.degraded()))
+        return web.json_response(await training_status(
+            self.settings, self.store, self.registry, degraded=self.degraded(),
+            answering={family: holder.version for family, holder in self.holders.items()}))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         body = await _json_body(request, optional=True)

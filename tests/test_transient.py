@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from consumers.anonymizer import AnonymizerService
 from consumers.privacy import Anonymizer
+from consumers.store_writer import StoreWriterService
 from learnstream import kafka, topics
 from learnstream.keystore import KeyStore
 from learnstream.pseudonym import pseudonym
@@ -63,29 +64,39 @@ async def _records(settings, topic: str) -> list:
 
 
 @pytest.mark.kafka
-async def test_a_locked_key_store_holds_events_back_until_it_recovers(make_settings, start_pipeline):
+@pytest.mark.parametrize("locked", ["key store", "store"])
+async def test_a_locked_database_holds_events_back_until_it_recovers(make_settings, locked):
     settings = make_settings(ner_model="")
-    await start_pipeline(settings, roles=("store",))
     keys = KeyStore(settings.keys_path, busy_timeout_s=LOCK_WAIT_S)
-    anonymizer = Anonymizer(key=settings.key_bytes(), ner_model=None, max_event_bytes=settings.max_event_bytes,
-                            keys=keys)
+    anonymizer = AnonymizerService(settings, anonymizer=Anonymizer(
+        key=settings.key_bytes(), ner_model=None, max_event_bytes=settings.max_event_bytes, keys=keys))
+    writer = StoreWriterService(settings)
+    writer.store = Store(settings.store_path, busy_timeout_s=LOCK_WAIT_S)
+    group, path = ("anonymizer", settings.keys_path) if locked == "key store" else ("store-writer",
+                                                                                   settings.store_path)
+    dlqs = [topics.dlq(t) for t in (topics.raw("chat"), topics.ERASURE_REQUESTS, topics.anon("chat"))]
     events = [chat_event(n, session=f"s-{n % 4}") for n in range(40)]
-    async with AnonymizerService(settings, anonymizer=anonymizer) as service:
-        running = asyncio.create_task(service.run())
-        locker = _locked_database(settings.keys_path)
+    async with anonymizer, writer:
+        running = [asyncio.create_task(anonymizer.run()), asyncio.create_task(writer.run())]
+        locker = _locked_database(path)
         try:
-            retries_before = _retries("anonymizer")
+            retries_before = _retries(group)
             async with EventProducer(settings) as producer:
                 for event in events:
                     await producer.send(event, wait=False)
                 await producer.send({"schema": "erasure.v1", "event_id": "erase-1", "ts": "2026-11-01T12:00:00Z",
                                      "user_id": "u-gone"})
                 await producer.flush()
-            await wait_for(lambda: asyncio.sleep(0, _retries("anonymizer") >= retries_before + 3), timeout=30)
-            for source in (topics.raw("chat"), topics.ERASURE_REQUESTS):
-                assert await _records(settings, topics.dlq(source)) == [], "a transient failure was dead-lettered"
-            assert await _records(settings, topics.anon("chat")) == []
-            assert not running.done()
+
+            async def retried() -> bool:
+                return _retries(group) >= retries_before + 3
+
+            await wait_for(retried, timeout=30)
+            for dlq in dlqs:
+                assert await _records(settings, dlq) == [], "a transient failure was dead-lettered"
+            if locked == "key store":
+                assert await _records(settings, topics.anon("chat")) == []
+            assert not any(task.done() for task in running)
         finally:
             locker.execute("ROLLBACK")
             locker.close()
@@ -96,10 +107,11 @@ async def test_a_locked_key_store_holds_events_back_until_it_recovers(make_setti
             assert await store.erased_owners() == {pseudonym(key, "user", "u-gone")}
             ids = [row[0] for row in await (await store.db.execute("SELECT event_id FROM samples")).fetchall()]
         assert sorted(ids) == sorted(pseudonym(key, "event", e["event_id"]) for e in events)
-        for source in (topics.raw("chat"), topics.ERASURE_REQUESTS):
-            assert await _records(settings, topics.dlq(source)) == []
-        await service.stop()
-        await running
+        for dlq in dlqs:
+            assert await _records(settings, dlq) == []
+        await anonymizer.stop()
+        await writer.stop()
+        await asyncio.gather(*running)
     keys.close()
 
 

@@ -36,6 +36,7 @@ from learnstream.refusals import refuse
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
 from learnstream.training_state import TrainerBusy, TrainerState
+from learnstream.transient import is_fatal, stopped
 from schemas import InvalidEvent, parse_internal, utc_now
 from trainer.run import ensure_base, run_result, settings_to_json
 
@@ -209,6 +210,8 @@ class TrainerService:
             except ConsumerStoppedError:
                 return  # stop() was called while waiting for records
             except KafkaError as exc:
+                if is_fatal(exc):  # refused, not away: retrying would only repeat the refusal
+                    raise stopped("trainer", exc) from None
                 # The broker is away: these records only trigger counting, which the next one repeats.
                 log.warning("trainer: %s; retrying in %ds", type(exc).__name__, BROKER_RETRY_S)
                 await asyncio.sleep(BROKER_RETRY_S)
