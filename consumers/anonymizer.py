@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import Counter
 
 import orjson
@@ -81,12 +82,13 @@ class AnonymizerService(ConsumerStage):
     async def _anonymize(self, kind: str, raws: list[bytes], appended_ms: list[int | None]) -> list[Outcome]:
         """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the
         ones that still fail become DLQ outcomes (the exception's type is kept, never its message: it may quote
-        the text). A transient failure (the key store's disk) is raised: the stage retries the batch."""
+        the text). A failure of the key store is the disk's, never the events': it is raised, and the stage
+        retries the batch (transient) or its supervisor restarts the stage."""
         try:
             # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
             return await asyncio.to_thread(self.anonymizer.process, kind, raws, appended_ms)
         except Exception as exc:
-            if is_transient(exc):
+            if is_transient(exc) or isinstance(exc, sqlite3.Error):
                 raise
             if len(raws) == 1:
                 return [Outcome("invalid", error=InvalidEvent("anonymizer_error", None, type(exc).__name__))]

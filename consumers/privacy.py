@@ -136,19 +136,18 @@ class Anonymizer:
 
     def _check_embedding(self, event: dict[str, Any]) -> None:
         """An image embedding must have the deployment's dimension, once there is one (_decide_embedding_dim)."""
-        embedding, dim = event.get("embedding"), self.embedding_dim.value
-        if embedding is not None and dim is not None and len(embedding) != dim:
+        embedding = event.get("embedding")
+        dim = None if embedding is None else self.embedding_dim.value
+        if dim is not None and len(embedding) != dim:
             raise InvalidEvent("invalid_value", "embedding", f"must have {dim} numbers")
 
     def _decide_embedding_dim(self, outcomes: list[Outcome]) -> None:
         """Before the deployment has a dimension: the length most of this batch's image samples have decides it
         (the earliest of equals), and the samples of another length become DLQ outcomes. Only events that became
         samples count: one refused for any other reason never decides it."""
-        if self.embedding_dim.value is not None:
-            return
         lengths = Counter(len(o.record["embedding"]) for o in outcomes if o.kind == "sample"
                           and o.record["schema"] == IMAGE_SAMPLE and o.record["embedding"] is not None)
-        if not lengths:
+        if not lengths or self.embedding_dim.value is not None:
             return
         dim = self.embedding_dim.decide(lengths.most_common(1)[0][0])
         for n, outcome in enumerate(outcomes):
