@@ -77,6 +77,8 @@ class ConsumerStage:
         self._started = False
         self._pause_s = FIRST_PAUSE_S
         self._failing_since: float | None = None  # when the current episode of transient failures began
+        self._failing_on: str | None = None  # what it waits on: "sqlite: OperationalError", say
+        self._fetch_failed = False
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -161,14 +163,19 @@ class ConsumerStage:
     async def _fetch(self) -> Batch | None:
         """The next batch ({} when none came, or after a failure and its pause); None once stopped."""
         try:
-            return await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.max_records)
+            batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.max_records)
         except ConsumerStoppedError:
             return None
         except KafkaError as exc:
             if not is_transient(exc):
                 raise stopped(self.group_id, exc) from None
+            self._fetch_failed = True
             await self._pause(exc, "fetching")
             return {}
+        if self._fetch_failed:  # an idle stage has no batch to persist to say so
+            self._fetch_failed = False
+            self._recovered()
+        return batch
 
     async def _rewind_to_committed(self) -> None:
         """A run() restarted by its supervisor after an error goes on from the committed offsets, not from where
@@ -195,6 +202,7 @@ class ConsumerStage:
         """Wait before a retry: twice as long each time, up to MAX_PAUSE_S. Logged when an episode starts (the
         exception's type only: a message may quote a record) and counted every time."""
         TRANSIENT_RETRIES.labels(group=self.group_id, cause=cause(exc)).inc()
+        self._failing_on = f"{cause(exc)}: {type(exc).__name__}"
         if self._failing_since is None:
             self._failing_since = time.monotonic()
             log.warning("%s: %s failed (%s); retrying with a pause of up to %.0fs until it passes (logged again "
@@ -210,7 +218,11 @@ class ConsumerStage:
         if self._failing_since is not None:
             log.warning("%s: recovered after %.1fs of transient failures", self.group_id,
                         time.monotonic() - self._failing_since)
-            self._failing_since = None
+            self._failing_since = self._failing_on = None
+
+    def waiting_on(self) -> str | None:
+        """What the loop waits on while a transient failure lasts (for health checks); None when it does not."""
+        return self._failing_on
 
     async def _commit(self, batch: Batch) -> bool:
         owned = self._consumer.assignment()

@@ -83,7 +83,7 @@ class Pipeline:
         try:
             for name, service in self._services:
                 await service.start()
-                self.supervisor.start(name, service.run)
+                self.supervisor.start(name, service.run, waiting=getattr(service, "waiting_on", None))
             if "serving" in self.roles:
                 self.serving = Serving(settings, supervisor=self.supervisor, generation=GenerationSettings(
                     max_new_tokens=settings.chat_max_new_tokens, do_sample=settings.chat_do_sample,

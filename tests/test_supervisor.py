@@ -96,3 +96,18 @@ async def test_a_stage_that_fails_is_restarted_from_its_committed_offsets_and_he
         await supervisor.stop()
         await runner.cleanup()
     await assert_exactly_once(settings, stream)
+
+
+async def test_a_running_loop_stalled_on_a_transient_failure_is_waiting_and_down():
+    stalled_on: list[str] = ["sqlite: OperationalError"]
+    release = asyncio.Event()
+    supervisor = Supervisor()
+    supervisor.start("store", release.wait, waiting=lambda: stalled_on[0] if stalled_on else None)
+    await asyncio.sleep(0)
+    assert supervisor.health() == {"store": {"state": "waiting", "restarts": 0,
+                                             "waiting_on": "sqlite: OperationalError"}}
+    assert supervisor.down() == ["store"]
+    stalled_on.clear()
+    assert supervisor.health()["store"]["state"] == "running" and supervisor.down() == []
+    release.set()
+    await supervisor.stop()

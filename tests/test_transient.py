@@ -92,6 +92,8 @@ async def test_a_locked_database_holds_events_back_until_it_recovers(make_settin
                 return _retries(group) >= retries_before + 3
 
             await wait_for(retried, timeout=30)
+            stalled = anonymizer if locked == "key store" else writer
+            assert stalled.waiting_on() == "sqlite: OperationalError"
             for dlq in dlqs:
                 assert await _records(settings, dlq) == [], "a transient failure was dead-lettered"
             if locked == "key store":
@@ -101,6 +103,12 @@ async def test_a_locked_database_holds_events_back_until_it_recovers(make_settin
             locker.execute("ROLLBACK")
             locker.close()
         assert await wait_for(lambda: stored_at_least(settings, len(events)), timeout=60) == len(events)
+
+
+        async def recovered() -> bool:
+            return stalled.waiting_on() is None
+
+        await wait_for(recovered, timeout=10)  # once the batch's persist returned
         key = settings.key_bytes()
         async with Store(settings.store_path) as store:
             await wait_for(store.erased_owners)
