@@ -21,8 +21,9 @@ from learnstream import kafka, topics
 from learnstream.keystore import KeyStore
 from learnstream.pseudonym import pseudonym
 from learnstream.store import Store
-from learnstream.transient import StageStopped, is_fatal, is_transient
+from learnstream.transient import is_fatal, is_transient
 from producers.sdk import EventProducer
+from tests.procs import RoleProcess
 from tests.test_pipeline import chat_event, stored_at_least, wait_for
 
 LOCK_WAIT_S = 0.2  # the test key store's busy timeout: each locked attempt fails after this long
@@ -124,7 +125,7 @@ async def test_a_locked_database_holds_events_back_until_it_recovers(make_settin
 
 
 @pytest.mark.kafka
-async def test_a_record_too_large_for_its_topic_stops_the_stage_with_one_line(make_settings):
+async def test_a_record_too_large_for_its_topic_stops_the_stage_with_one_line(make_settings, tmp_path):
     settings = make_settings(ner_model="")
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(settings))
     await admin.start()
@@ -134,12 +135,17 @@ async def test_a_record_too_large_for_its_topic_stops_the_stage_with_one_line(ma
     finally:
         await admin.close()
     await kafka.ensure_topics(settings)  # the rest
-    async with AnonymizerService(settings) as service:
-        running = asyncio.create_task(service.run())
-        async with EventProducer(settings) as producer:
-            await producer.send(chat_event(1, text="a long message " * 400))
-        with pytest.raises(StageStopped) as stop:
-            await asyncio.wait_for(running, 60)
-    assert "MessageSizeTooLargeError" in str(stop.value) and "\n" not in str(stop.value)
+    async with EventProducer(settings) as producer:
+        await producer.send(chat_event(1, text="a long message " * 400))
+    role = RoleProcess(settings, "anonymizer", log_path=tmp_path / "up.log")
+    role.start()
+    try:
+        code = await asyncio.to_thread(role.process.wait, 90)
+    finally:
+        role.stop()
+    last = role.log_tail().strip().splitlines()[-1]
+    assert code == 1 and last.startswith("learnstream: anonymizer stopped: Kafka refused with "
+                                         "MessageSizeTooLargeError"), role.log_tail()
+    assert "Traceback" not in role.log_tail()
     assert await _records(settings, topics.dlq(topics.raw("chat"))) == []
     assert orjson.loads((await _records(settings, topics.raw("chat")))[0].value)["event_id"] == "e-s-1-1"
