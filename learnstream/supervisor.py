@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from learnstream.metrics import BACKGROUND_RESTARTS
 from learnstream.transient import StageStopped
@@ -72,8 +74,10 @@ class Supervised:
                 self.status = "restarting"
                 self.restarts += 1
                 BACKGROUND_RESTARTS.labels(task=self.name).inc()
-                # The type and message of our own exceptions; a loop's errors name positions, not records.
-                log.error("%s failed (%s: %s); restarting in %.1f s", self.name, type(exc).__name__, exc, backoff)
+                # The type and where it was raised, not its message: that may quote the record the loop was on.
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                log.error("%s failed (%s at %s:%d); restarting in %.1f s", self.name, type(exc).__name__,
+                          Path(where.filename).name, where.lineno, backoff)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
                 except TimeoutError:
