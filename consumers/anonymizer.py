@@ -3,13 +3,16 @@
 Outputs are sent with an idempotent acks=all producer and awaited before the batch's offsets are committed; the
 next batch is anonymized meanwhile (see consumers/stage.py).
 An event that makes the text engine itself fail goes to the DLQ (reason "anonymizer_error") on its own, so one
-hostile text can neither stall its partition nor take the rest of its batch down with it.
+hostile text can neither stall its partition nor take the rest of its batch down with it. A failure of the disk
+(the key store busy, locked, full or read-only) is no fault of the events: their batch waits and is retried, never
+dead-lettered (learnstream/transient.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections import Counter
 
 import orjson
@@ -20,8 +23,10 @@ from consumers.privacy import Anonymizer, Outcome
 from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
+from learnstream.embedding_dim import EmbeddingDim
 from learnstream.keystore import KeyStore
 from learnstream.metrics import DLQ, ERASURES, PRODUCED, SKIPPED_ERASED, SKIPPED_NO_CONSENT
+from learnstream.transient import is_transient
 from schemas import InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ class AnonymizerService(ConsumerStage):
             key=settings.key_bytes(),
             ner_model=settings.ner_model,
             max_event_bytes=settings.max_event_bytes,
-            embedding_dim=settings.embedding_dim,
+            embedding_dim=EmbeddingDim(configured=settings.embedding_dim, path=settings.embedding_dim_path),
             keys=KeyStore(settings.keys_path),
         )
         self._producer = kafka.producer(settings)
@@ -77,11 +82,14 @@ class AnonymizerService(ConsumerStage):
     async def _anonymize(self, kind: str, raws: list[bytes], appended_ms: list[int | None]) -> list[Outcome]:
         """One outcome per raw event. If the batch makes the engine fail, each event is retried alone and only the
         ones that still fail become DLQ outcomes (the exception's type is kept, never its message: it may quote
-        the text)."""
+        the text). A failure of the key store is the disk's, never the events': it is raised, and the stage
+        retries the batch (transient) or its supervisor restarts the stage."""
         try:
             # NER is CPU-bound: off the event loop so heartbeats and other roles keep running.
             return await asyncio.to_thread(self.anonymizer.process, kind, raws, appended_ms)
         except Exception as exc:
+            if is_transient(exc) or isinstance(exc, sqlite3.Error):
+                raise
             if len(raws) == 1:
                 return [Outcome("invalid", error=InvalidEvent("anonymizer_error", None, type(exc).__name__))]
         log.warning("anonymizer: a %s batch of %d failed; retrying its events one by one", kind, len(raws))

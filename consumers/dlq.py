@@ -134,8 +134,9 @@ async def read(settings: Settings, topic: str, *, reason: str | None = None,
             key = first_failure(validate_dlq_entry(value))
             original_bytes(value)
         except (orjson.JSONDecodeError, InvalidEvent, KeyError, TypeError, ValueError) as exc:
+            why = exc.reason if isinstance(exc, InvalidEvent) else type(exc).__name__  # a rule may quote the record
             log.warning("%s partition %d offset %d: not a DLQ entry (%s); skipped", topic, record.partition,
-                        record.offset, exc)
+                        record.offset, why)
             continue
         generation = value["redrive"]["generation"] if "redrive" in value else 0
         known = failures.get(key)

@@ -7,12 +7,14 @@ Only fields the anonymizer knows are written onward; unknown extra fields stay o
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.image_anon import anonymize_image_event
+from consumers.image_anon import SAMPLE_SCHEMA as IMAGE_SAMPLE, anonymize_image_event
 from learnstream.pii import TextAnonymizer
+from learnstream.embedding_dim import EmbeddingDim
 from learnstream.keystore import KeyStore, seal
 from learnstream.metrics import NAMES_NOT_REMOVED
 from learnstream.pseudonym import pseudonym
@@ -32,16 +34,16 @@ class Outcome:
 
 class Anonymizer:
     def __init__(self, *, key: bytes, ner_model: str | None, max_event_bytes: int,
-                 embedding_dim: int | None = None, keys: KeyStore | None = None) -> None:
+                 embedding_dim: EmbeddingDim | None = None, keys: KeyStore | None = None) -> None:
         """keys: seal samples for the *.anon topics and shred erased owners (the service); None leaves samples
-        readable (`learnstream anonymize`)."""
+        readable (`learnstream anonymize`). embedding_dim: the deployment's (recorded in the data dir by the
+        service); None decides it in memory."""
         self._key = key
         self._keys = keys
         self.max_event_bytes = max_event_bytes
         self.text = TextAnonymizer(key=key, ner_model=ner_model or None)
         NAMES_NOT_REMOVED.set(0 if self.text.names_enabled else 1)
-        # Fixed per deployment: configured, else taken from the first image event this process sees.
-        self._embedding_dim = embedding_dim
+        self.embedding_dim = embedding_dim or EmbeddingDim()
 
     @property
     def names_enabled(self) -> bool:
@@ -86,6 +88,7 @@ class Anonymizer:
             if outcomes[-1].kind == "sample" and at_ms is not None:
                 # The store compares this with the erasure's own append time, whatever the app's clocks said.
                 outcomes[-1].record["appended_at"] = broker_instant(at_ms)
+        self._decide_embedding_dim(outcomes)
         self._fill_texts(outcomes, texts)
         if self._keys is not None:
             outcomes = [self._seal(o, at_ms) if o.kind == "sample" else o for o, at_ms in zip(outcomes, appended)]
@@ -132,14 +135,26 @@ class Anonymizer:
         return entry
 
     def _check_embedding(self, event: dict[str, Any]) -> None:
-        """Image and face embeddings must all have the deployment's dimension."""
+        """An image embedding must have the deployment's dimension, once there is one (_decide_embedding_dim)."""
         embedding = event.get("embedding")
-        if embedding is None:
+        dim = None if embedding is None else self.embedding_dim.value
+        if dim is not None and len(embedding) != dim:
+            raise InvalidEvent("invalid_value", "embedding", f"must have {dim} numbers")
+
+    def _decide_embedding_dim(self, outcomes: list[Outcome]) -> None:
+        """Before the deployment has a dimension: the length most of this batch's image samples have decides it
+        (the earliest of equals), and the samples of another length become DLQ outcomes. Only events that became
+        samples count: one refused for any other reason never decides it."""
+        lengths = Counter(len(o.record["embedding"]) for o in outcomes if o.kind == "sample"
+                          and o.record["schema"] == IMAGE_SAMPLE and o.record["embedding"] is not None)
+        if not lengths or self.embedding_dim.value is not None:
             return
-        if self._embedding_dim is None:
-            self._embedding_dim = len(embedding)
-        if len(embedding) != self._embedding_dim:
-            raise InvalidEvent("invalid_value", "embedding", f"must have {self._embedding_dim} numbers")
+        dim = self.embedding_dim.decide(lengths.most_common(1)[0][0])
+        for n, outcome in enumerate(outcomes):
+            if (outcome.kind == "sample" and outcome.record["schema"] == IMAGE_SAMPLE
+                    and outcome.record["embedding"] is not None and len(outcome.record["embedding"]) != dim):
+                outcomes[n] = Outcome("invalid", error=InvalidEvent("invalid_value", "embedding",
+                                                                    f"must have {dim} numbers"))
 
 
 def _skip(event: dict[str, Any], family: str, reason: str) -> Outcome:

@@ -9,16 +9,19 @@ The phases overlap: while batch N is persisted (waiting on the broker's acks, or
 batch N-1's offsets are committed, batch N+1 is fetched and prepared. Persists never overlap each other, so outputs
 keep their order, and offsets are committed batch by batch in order.
 
-The loop outlives the broker: while Kafka or the disk is unavailable, every batch not yet committed is rewound to
-its first offsets and retried with a growing pause, instead of ending the role (and without ever skipping past
-it). Any other exception is a bug: it ends the loop with nothing more committed, so a restart redelivers.
+The loop outlives the broker: while Kafka or the disk is unavailable (learnstream/transient.py says which failures
+pass), every batch not yet committed is rewound to its first offsets and retried with a growing pause, instead of
+ending the role (and without ever skipping past it). An episode is logged once when it starts and once when it
+ends, and every retry is counted (learnstream_transient_retries_total). A Kafka error no retry mends (authorization,
+a record too large) stops the loop with StageStopped and one clear message. Any other exception is a bug: it ends
+the loop with nothing more committed; its supervisor (learnstream/supervisor.py) calls run() again, which goes on
+from the committed offsets, so the batch is redelivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -28,12 +31,12 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka
 from learnstream.config import Settings
-from learnstream.metrics import COMMITTED_OFFSET, CONSUMED, END_OFFSET, LAG_RECORDS, LAG_SECONDS
+from learnstream.metrics import (COMMITTED_OFFSET, CONSUMED, END_OFFSET, LAG_RECORDS, LAG_SECONDS,
+                                 TRANSIENT_RETRIES)
+from learnstream.transient import cause, is_fatal, is_transient, stopped
 
 log = logging.getLogger(__name__)
 
-# Failures of the broker, the network or the disk: they pass, so the batch is retried rather than the role ended.
-TRANSIENT_ERRORS = (KafkaError, OSError, sqlite3.OperationalError)
 FIRST_PAUSE_S = 0.5
 FETCH_WAIT_MS = 200  # how long a fetch waits for records; also how often the loop sees stop()
 MAX_PAUSE_S = 10.0
@@ -73,6 +76,9 @@ class ConsumerStage:
         self._stopped.set()
         self._started = False
         self._pause_s = FIRST_PAUSE_S
+        self._failing_since: float | None = None  # when the current episode of transient failures began
+        self._failing_on: str | None = None  # what it waits on: "sqlite: OperationalError", say
+        self._fetch_failed = False
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -107,6 +113,7 @@ class ConsumerStage:
         self._stopped.clear()
         persisting: _Persisting | None = None  # the previous batch, being made durable
         try:
+            await self._rewind_to_committed()
             while not self._stopping.is_set():
                 # Waiting for the next batch while the last one persists keeps the two overlapped; at the end of
                 # the stream it delays only that batch's offset commit (its output is already durable).
@@ -117,14 +124,18 @@ class ConsumerStage:
                     prepared = await self.prepare([r for part in batch.values() for r in part]) if batch else None
                     if persisting is not None:
                         await persisting.task
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:
+                    if is_fatal(exc):
+                        raise stopped(self.group_id, exc) from None
+                    if not is_transient(exc):
+                        raise
                     uncommitted = [batch]
                     if persisting is not None:  # done or not, it is redone after the rewind: let it end first
                         await asyncio.gather(persisting.task, return_exceptions=True)
                         uncommitted, persisting = [persisting.batch, batch], None
                     self._rewind(uncommitted)
-                    await self._pause(f"a batch of {sum(len(r) for b in uncommitted for r in b.values())} records "
-                                      f"failed ({type(exc).__name__}); it will be retried")
+                    await self._pause(exc, f"a batch of {sum(len(r) for b in uncommitted for r in b.values())} "
+                                           "records is not committed and waits")
                     continue
                 durable = persisting.batch if persisting is not None else {}
                 # This batch's persist and the durable one's offset commit both run in the background, so the next
@@ -146,18 +157,35 @@ class ConsumerStage:
                 await self.persist(prepared)
         finally:
             if committing is not None:
-                self._pause_s = FIRST_PAUSE_S
                 self._observe(durable, committed=await committing)
+        self._recovered()
 
     async def _fetch(self) -> Batch | None:
         """The next batch ({} when none came, or after a failure and its pause); None once stopped."""
         try:
-            return await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.max_records)
+            batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=self.max_records)
         except ConsumerStoppedError:
             return None
         except KafkaError as exc:
-            await self._pause(f"fetch failed ({type(exc).__name__})")
+            if not is_transient(exc):
+                raise stopped(self.group_id, exc) from None
+            self._fetch_failed = True
+            await self._pause(exc, "fetching")
             return {}
+        if self._fetch_failed:  # an idle stage has no batch to persist to say so
+            self._fetch_failed = False
+            self._recovered()
+        return batch
+
+    async def _rewind_to_committed(self) -> None:
+        """A run() restarted by its supervisor after an error goes on from the committed offsets, not from where
+        the failed run had fetched to (a first run owns no partitions yet: the group starts them there)."""
+        for tp in self._consumer.assignment():
+            offset = await self._consumer.committed(tp)
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
 
     def _rewind(self, batches: list[Batch]) -> None:
         """Fetch the uncommitted batches again from their first offsets. A partition taken away by a rebalance
@@ -170,13 +198,31 @@ class ConsumerStage:
             if tp in owned:
                 self._consumer.seek(tp, offset)
 
-    async def _pause(self, why: str) -> None:
-        log.warning("%s: %s; pausing %.1fs", self.group_id, why, self._pause_s)
+    async def _pause(self, exc: BaseException, what: str) -> None:
+        """Wait before a retry: twice as long each time, up to MAX_PAUSE_S. Logged when an episode starts (the
+        exception's type only: a message may quote a record) and counted every time."""
+        TRANSIENT_RETRIES.labels(group=self.group_id, cause=cause(exc)).inc()
+        self._failing_on = f"{cause(exc)}: {type(exc).__name__}"
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning("%s: %s failed (%s); retrying with a pause of up to %.0fs until it passes (logged again "
+                        "when it does)", self.group_id, what, type(exc).__name__, MAX_PAUSE_S)
         try:
             await asyncio.wait_for(self._stopping.wait(), self._pause_s)
         except asyncio.TimeoutError:
             pass
         self._pause_s = min(self._pause_s * 2, MAX_PAUSE_S)
+
+    def _recovered(self) -> None:
+        self._pause_s = FIRST_PAUSE_S
+        if self._failing_since is not None:
+            log.warning("%s: recovered after %.1fs of transient failures", self.group_id,
+                        time.monotonic() - self._failing_since)
+            self._failing_since = self._failing_on = None
+
+    def waiting_on(self) -> str | None:
+        """What the loop waits on while a transient failure lasts (for health checks); None when it does not."""
+        return self._failing_on
 
     async def _commit(self, batch: Batch) -> bool:
         owned = self._consumer.assignment()

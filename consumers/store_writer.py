@@ -21,6 +21,7 @@ from consumers.stage import ConsumerStage
 from learnstream import kafka, topics
 from learnstream.config import FAMILIES, Settings
 from learnstream.metrics import DLQ, PRODUCED, SAMPLES_WRITTEN
+from learnstream.refusals import refuse
 from learnstream.store import GROUP_FIELDS, Batch, Store, sample_row
 from schemas import InvalidEvent, is_utc_timestamp, utc_now, validate
 
@@ -130,10 +131,13 @@ class StoreWriterService(ConsumerStage):
     async def _dead_letter(self, record: ConsumerRecord, error: InvalidEvent, batch: Batch) -> None:
         source = record.topic.removeprefix(self._prefix)
         if source.endswith(".dlq"):
-            # A malformed DLQ entry cannot go to a DLQ of a DLQ forever: log it (no payload) and move on.
-            log.error("unreadable DLQ entry at %s offset %d: %s", source, record.offset, error)
+            # A malformed DLQ entry cannot go to a DLQ of a DLQ forever: count and log it (no payload), move on.
+            refuse(source, record.partition, record.offset, error)
             return
         DLQ.labels(topic=source, reason=error.reason).inc()
+        # The reason and field only: a rule may quote the record.
+        log.info("%s partition %d offset %d -> DLQ: %s at %s", source, record.partition, record.offset,
+                 error.reason, error.field)
         entry = dlq.entry(record, error, source_topic=source)
         await self._producer.send_and_wait(f"{self._prefix}{topics.dlq(source)}", orjson.dumps(entry), key=record.key)
         dlq.index(batch, topics.dlq(source), entry)

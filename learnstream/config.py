@@ -53,7 +53,8 @@ class Settings:
     base_model: str | None = None
     # spaCy NER model: a package name or a path; "" disables name removal (loudly).
     ner_model: str = "en_core_web_sm"
-    # Image embedding dimension; None takes it from the first image event.
+    # Image embedding dimension; None decides it from the first image events that become samples and records it
+    # in <data_dir>/embedding_dim.json for every anonymizer (learnstream/embedding_dim.py).
     embedding_dim: int | None = None
     # Registry versions kept per family (the served one is always kept too).
     keep_versions: int = 3
@@ -141,6 +142,10 @@ class Settings:
     @property
     def keys_path(self) -> Path:
         return self.data_dir / "keys.sqlite"
+
+    @property
+    def embedding_dim_path(self) -> Path:
+        return self.data_dir / "embedding_dim.json"
 
     @property
     def registry_dir(self) -> Path:

@@ -39,11 +39,13 @@ SEALED_FIELDS = ("text", "mood", "assessment", "caption", "tags", "category", "e
 
 
 class KeyStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        """busy_timeout_s: how long a write waits for another connection's lock before SQLite says it is busy
+        (a transient failure: the anonymizer's batch waits and is retried)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         enable_wal(self.path)
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA secure_delete=ON")
         # Per owner, the tree nodes that derive the keys of every instant after their latest erasure (all, before).
         self._db.execute("CREATE TABLE IF NOT EXISTS nodes (owner TEXT NOT NULL, height INTEGER NOT NULL, "

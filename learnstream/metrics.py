@@ -9,6 +9,8 @@ from schemas import DLQ_REASONS
 CONSUMED = Counter("learnstream_events_consumed_total", "Records consumed", ["topic", "group"])
 PRODUCED = Counter("learnstream_events_produced_total", "Records produced", ["topic"])
 DLQ = Counter("learnstream_dlq_total", "Events sent to a dead-letter topic", ["topic", "reason"])
+REFUSED = Counter("learnstream_refused_records_total",
+                  "Records refused on a topic without a DLQ (logged by position; the reader goes on)", ["topic", "reason"])
 # One name per count: a metric that counts what a status field shows is named after it (skipped_no_consent,
 # skipped_erased); the status' samples_stored is what the store holds now (erasure removes), this counts writes.
 SKIPPED_NO_CONSENT = Counter("learnstream_skipped_no_consent_total", "Events without training consent", ["family"])
@@ -43,6 +45,11 @@ TRAINING_PROGRESS = Gauge("learnstream_training_progress_ratio", "Steps done / s
 SERVED_VERSION = Gauge("learnstream_served_version", "Model version being served", ["family"])
 BACKGROUND_RESTARTS = Counter(
     "learnstream_background_restarts_total", "Supervised background tasks restarted after an error", ["task"]
+)
+TRANSIENT_RETRIES = Counter(
+    "learnstream_transient_retries_total",
+    "Batches a stage retried because the broker, the network or the disk failed for now (learnstream/transient.py)",
+    ["group", "cause"],
 )
 SWAPS = Counter("learnstream_model_swaps_total", "Hot swaps", ["family", "result"])
 SWAP_SECONDS = Histogram("learnstream_model_swap_seconds", "Verify + load + warm-up time of a swap", ["family"])

@@ -121,14 +121,17 @@ def _after(sample_ts: str, erasure_ts: str) -> bool:
 class Store:
     """Open with `await Store.open(path)` or `async with Store(path) as store`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        """busy_timeout_s: how long a write waits for another connection's lock before SQLite says it is busy
+        (a transient failure: the store writer's batch waits and is retried)."""
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self._db: aiosqlite.Connection | None = None
 
     async def start(self) -> "Store":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(enable_wal, self.path)
-        self._db = await aiosqlite.connect(self.path, timeout=30)
+        self._db = await aiosqlite.connect(self.path, timeout=self.busy_timeout_s)
         await self._db.create_function("utc_us", 1, utc_microseconds, deterministic=True)
         await self._db.executescript(_SCHEMA)
         await self._db.commit()

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from learnstream.config import ConfigError
 from learnstream.extras import MissingPackages
+from learnstream.transient import StageStopped
 from ops.broker import BrokerError
 
 FAILURE = 1
@@ -36,7 +37,7 @@ def package_version() -> str:
 
 def describe(exc: BaseException) -> str | None:
     """One line for an expected failure, or None for a bug."""
-    if isinstance(exc, (ConfigError, BrokerError, MissingPackages, CommandError, ValueError)):
+    if isinstance(exc, (ConfigError, BrokerError, MissingPackages, CommandError, StageStopped, ValueError)):
         return str(exc)
     if isinstance(exc, KafkaError):
         return f"Kafka: {exc} (is the broker running? `learnstream broker status`, or KAFKA_BOOTSTRAP_SERVERS)"

@@ -1,10 +1,13 @@
 """`learnstream up`: run the named roles in one asyncio process until stopped.
 
     async with Pipeline(settings, roles=ROLES, http_port=8000) as pipeline:
-        await pipeline.wait()          # returns when a role fails or stop() is called
+        await pipeline.wait()          # returns when a role stops for good or stop() is called
 
 Roles start in an order that lets each find what it needs: the trainer first (it creates version 0), then the
-consumers, then serving (which loads the served version).
+consumers, then serving (which loads the served version). Every role's loop, and serving's listeners, run under
+one Supervisor (learnstream/supervisor.py): a loop that fails is restarted with backoff, and only a failure no
+retry mends (learnstream/transient.py) ends the process. Without serving, LEARNSTREAM_METRICS_PORT serves /metrics
+and /healthz, which names every loop's state (503 while one is down).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from consumers.store_writer import StoreWriterService
 from learnstream.config import FAMILIES, Settings
 from learnstream.kafka import ensure_topics
 from learnstream.metrics import start_at_zero
+from learnstream.supervisor import Supervisor
 from serving.app import Serving, metrics_app, run_http
 from serving.generation import GenerationSettings
 from trainer.service import TrainerService
@@ -61,8 +65,8 @@ class Pipeline:
         self.roles = roles
         self.http_port = settings.http_port if http_port is None else http_port
         self.serving: Serving | None = None
-        self._services: list[Any] = []
-        self._tasks: list[asyncio.Task] = []
+        self._services: list[tuple[str, Any]] = []
+        self.supervisor = Supervisor()
         self._runner = None
 
     async def start(self) -> None:
@@ -71,17 +75,17 @@ class Pipeline:
         start_at_zero(FAMILIES)
         await _ensure_topics_once_reachable(settings)
         if "trainer" in self.roles:
-            self._services.append(TrainerService(settings))
+            self._services.append(("trainer", TrainerService(settings)))
         if "store" in self.roles:
-            self._services.append(StoreWriterService(settings))
+            self._services.append(("store", StoreWriterService(settings)))
         if "anonymizer" in self.roles:
-            self._services.append(AnonymizerService(settings))
+            self._services.append(("anonymizer", AnonymizerService(settings)))
         try:
-            for service in self._services:
+            for name, service in self._services:
                 await service.start()
-                self._tasks.append(asyncio.create_task(service.run(), name=type(service).__name__))
+                self.supervisor.start(name, service.run, waiting=getattr(service, "waiting_on", None))
             if "serving" in self.roles:
-                self.serving = Serving(settings, generation=GenerationSettings(
+                self.serving = Serving(settings, supervisor=self.supervisor, generation=GenerationSettings(
                     max_new_tokens=settings.chat_max_new_tokens, do_sample=settings.chat_do_sample,
                     temperature=settings.chat_temperature, top_p=settings.chat_top_p, top_k=settings.chat_top_k,
                     repetition_penalty=settings.chat_repetition_penalty))
@@ -89,20 +93,18 @@ class Pipeline:
                 self._runner = await run_http(self.serving.app, host=settings.http_host, port=self.http_port)
                 log.info("serving on http://%s:%d", settings.http_host, self.http_port)
             elif settings.metrics_port is not None:
-                self._runner = await run_http(metrics_app(), host=settings.http_host, port=settings.metrics_port)
-                log.info("metrics on http://%s:%d/metrics", settings.http_host, settings.metrics_port)
+                self._runner = await run_http(metrics_app(self.supervisor), host=settings.http_host,
+                                              port=settings.metrics_port)
+                log.info("metrics and health on http://%s:%d/metrics and /healthz", settings.http_host,
+                         settings.metrics_port)
         except BaseException:
             await self.stop()
             raise
         log.info("learnstream up: %s", ", ".join(self.roles))
 
     async def wait(self) -> None:
-        """Until a role's loop ends (an error is re-raised)."""
-        if not self._tasks:
-            await asyncio.Event().wait()
-        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
+        """Until a role's loop ends for good (a failure no retry mends is re-raised)."""
+        await self.supervisor.wait()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -111,10 +113,10 @@ class Pipeline:
         if self.serving is not None:
             await self.serving.stop()
             self.serving = None
-        for service in reversed(self._services):
+        for _, service in reversed(self._services):
             await service.stop()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._services, self._tasks = [], []
+        await self.supervisor.stop()
+        self._services = []
 
     async def __aenter__(self) -> "Pipeline":
         await self.start()

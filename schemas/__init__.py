@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from schemas.types import RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
+from schemas.types import INTERNAL_TOPIC_SCHEMAS, RAW_TOPIC_SCHEMAS, SCHEMAS, FieldRule
 from schemas.validation import (
     DEFAULT_MAX_EVENT_BYTES,
     DLQ_REASONS,
@@ -12,6 +12,7 @@ from schemas.validation import (
     decode_redrive_header,
     is_utc_timestamp,
     parse,
+    parse_internal,
     validate,
     validate_dlq_entry,
     validate_dlq_redriven,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DLQ_REASONS",
     "FieldRule",
+    "INTERNAL_TOPIC_SCHEMAS",
     "InvalidEvent",
     "RAW_TOPIC_SCHEMAS",
     "SCHEMAS",
@@ -45,6 +47,7 @@ __all__ = [
     "is_utc_timestamp",
     "new_event_id",
     "parse",
+    "parse_internal",
     "utc_instant",
     "utc_now",
     "validate",

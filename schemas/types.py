@@ -130,12 +130,32 @@ DLQ_REDRIVEN = {
     "generation": _req("integer", minimum=1),
     "ts": _req("string", non_empty=True, timestamp=True),
 }
+_FAMILY = _req("string", choices=("chat", "image"))
+_TS = _req("string", non_empty=True, timestamp=True)
 INTERNAL_SCHEMAS: dict[str, dict[str, FieldRule]] = {
-    "skip.v1": {"event_id": _ID, "family": _req("string", choices=("chat", "image")), "reason": _ID},
+    "skip.v1": {"event_id": _ID, "family": _FAMILY, "reason": _ID},
     # erased_at: when the erasure request was appended (the broker's clock), what the store erases up to; older
     # entries without it erase up to the app's ts.
     "erasure.ledger.v1": {"owner": _ID, "ts": _req("string", non_empty=True, timestamp=True),
                           "erased_at": _opt("string", non_empty=True, timestamp=True)},
+    # The store writer's announcement of what a batch added (and an erasure removed, from which stored id on).
+    "samples.stored.v1": {"family": _FAMILY, "watermark": _req("integer", minimum=0),
+                          "added": _req("integer", minimum=0), "ts": _TS, "erased": _opt("integer", minimum=0),
+                          "erased_from": _opt("integer", minimum=0)},
+    "training.request.v1": {**_ENVELOPE, "family": _FAMILY, "from_scratch": _opt("boolean")},
+    "safety.flag.v1": {**_ENVELOPE, "session": _ID, "category": _req("string"), "score": _req("number"),
+                       "layer": _req("string")},
+    "safety.cleared.v1": {**_ENVELOPE, "session": _ID},
+}
+
+# The schemas each topic a stage reads from another accepts, beside the raw topics, the *.anon topics and the DLQs
+# (see consumers/store_writer.py and consumers/dlq.py). These topics have no DLQ: their readers count and log what
+# they refuse (learnstream/refusals.py) and go on.
+INTERNAL_TOPIC_SCHEMAS = {
+    "samples.stored": ("samples.stored.v1",),
+    "training.requests": ("training.request.v1",),
+    "model.updated": ("model.updated.v1",),
+    "safety.flags": ("safety.flag.v1", "safety.cleared.v1"),
 }
 
 # The schemas each raw topic accepts; anything else on that topic goes to its DLQ.

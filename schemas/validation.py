@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from schemas.types import DLQ_ENTRY, DLQ_REDRIVEN, REDRIVE, FieldRule, INTERNAL_SCHEMAS, SCHEMAS
+from schemas.types import (DLQ_ENTRY, DLQ_REDRIVEN, INTERNAL_SCHEMAS, INTERNAL_TOPIC_SCHEMAS, REDRIVE, SCHEMAS,
+                           FieldRule)
 
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 MAX_DEPTH = 8
@@ -118,6 +119,12 @@ def decode_redrive_header(raw: bytes) -> dict[str, Any]:
 
 def parse(raw: bytes, *, expected: tuple[str, ...] | None = None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> dict:
     return validate(decode(raw, max_bytes=max_bytes), expected=expected)
+
+
+def parse_internal(topic: str, raw: bytes) -> dict:
+    """A record of an internal topic without a DLQ (`topic` without prefix, a key of INTERNAL_TOPIC_SCHEMAS),
+    decoded and checked against the schemas that topic accepts; InvalidEvent for anything else."""
+    return parse(raw, expected=INTERNAL_TOPIC_SCHEMAS[topic])
 
 
 def is_utc_timestamp(text: object) -> bool:

@@ -18,6 +18,7 @@ from learnstream.pii.redaction import RequestRedactor
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import ErasedVersion, Registry, RegistryError, Version, rollback
 from learnstream.secret import reveal
+from learnstream.supervisor import Supervised, Supervisor
 from learnstream.store import Store
 from producers.http_ingest import MAX_BODY_BYTES, events_handler
 from producers.sdk import EventProducer
@@ -35,6 +36,10 @@ from serving.status import training_status
 from serving.updates import ModelUpdates
 
 log = logging.getLogger(__name__)
+
+# The replica's background loops, by the names /readyz and learnstream_background_restarts_total give them.
+MODEL_UPDATES = "model_updates"
+SAFETY_FLAGS_FOLLOWER = "safety_flags"
 
 # Request body limits by route; the rest (small JSON commands) get DEFAULT_BODY_LIMIT. Events may carry an image
 # embedding up to max_event_bytes, which the ingest handler checks itself (its DLQ keeps the oversized ones).
@@ -71,8 +76,10 @@ def _load_image(version: Version) -> ImageModel:
 class Serving:
     """Everything a serving replica owns; start()/stop() or `async with`; `app` is the aiohttp application."""
 
-    def __init__(self, settings: Settings, *, generation: GenerationSettings = GenerationSettings()) -> None:
-        """generation: how the local chat model writes replies (length, sampling, repetition penalty)."""
+    def __init__(self, settings: Settings, *, generation: GenerationSettings = GenerationSettings(),
+                 supervisor: Supervisor | None = None) -> None:
+        """generation: how the local chat model writes replies (length, sampling, repetition penalty).
+        supervisor: runs the replica's background loops (`up` shares its own, so /readyz lists every role's)."""
         self.settings = settings
         self.key = settings.key_bytes()
         self.registry = Registry(settings.registry_dir)
@@ -100,8 +107,8 @@ class Serving:
         self.tokens = auth.parse_tokens(settings.api_tokens.reveal())
         self.risk = SessionRisk(sticky_s=settings.safety_sticky_minutes * 60)
         self.risk_follower = SessionRiskFollower(settings, self.risk)
-        self._risk_task: asyncio.Task | None = None
-        self._updates_task: asyncio.Task | None = None
+        self.supervisor = supervisor or Supervisor()
+        self._loops: list[Supervised] = []
         self.app = self._build_app()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -113,17 +120,16 @@ class Serving:
         for remote in self._remotes():
             await remote.start()
         await self.updates.start()
-        self._updates_task = asyncio.create_task(self.updates.run())
+        self._loops.append(self.supervisor.start(MODEL_UPDATES, self.updates.run))
         await self.risk_follower.start()
-        self._risk_task = asyncio.create_task(self.risk_follower.run())
+        self._loops.append(self.supervisor.start(SAFETY_FLAGS_FOLLOWER, self.risk_follower.run))
 
     async def stop(self) -> None:
         await self.risk_follower.stop()
-        if self._risk_task is not None:
-            await asyncio.gather(self._risk_task, return_exceptions=True)
         await self.updates.stop()
-        if self._updates_task is not None:
-            await asyncio.gather(self._updates_task, return_exceptions=True)
+        for loop in self._loops:
+            await loop.stop()
+        self._loops = []
         for remote in self._remotes():
             await remote.stop()
         await self.events.stop()
@@ -276,8 +282,9 @@ class Serving:
         return problems
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(await training_status(self.settings, self.store, self.registry,
-                                                       degraded=self.degraded()))
+        return web.json_response(await training_status(
+            self.settings, self.store, self.registry, degraded=self.degraded(),
+            answering={family: holder.version for family, holder in self.holders.items()}))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         body = await _json_body(request, optional=True)
@@ -378,9 +385,13 @@ class Serving:
         chat = self.holders["chat"]
         # Without a local model to wait for, a replica is as ready as it gets: images, and the remote if any.
         ready = chat.current is not None or chat.unavailable is not None or self.remote is not None
-        # A replica that no longer follows model.updated would answer from an old version: not ready.
-        ready = ready and self.updates.running
-        body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(), "model_updates": self.updates.running,
+        # A replica that no longer follows model.updated (or safety.flags) would answer from an old version (or
+        # miss a flagged session): not ready. The other roles of the process are listed, not waited for.
+        following = {loop.name: loop.up for loop in self._loops}
+        ready = ready and bool(following) and all(following.values())
+        body: dict[str, Any] = {"ready": ready, "degraded": self.degraded(),
+                                "model_updates": following.get(MODEL_UPDATES, False),
+                                "tasks": self.supervisor.health(),
                                 "served": {f: h.version for f, h in self.holders.items()}}
         return web.json_response(body, status=200 if ready else 503)
 
@@ -408,14 +419,20 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=orjson.dumps({"error": message}).decode(), content_type="application/json")
 
 
-def metrics_app() -> web.Application:
-    """Only GET /metrics: for processes that run roles without serving (LEARNSTREAM_METRICS_PORT)."""
+def metrics_app(supervisor: Supervisor) -> web.Application:
+    """GET /metrics and GET /healthz for processes that run roles without serving (LEARNSTREAM_METRICS_PORT).
+    /healthz lists the supervisor's loops by state, and is 503 while one is restarting or has failed."""
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def healthz(request: web.Request) -> web.Response:
+        down = supervisor.down()
+        return web.json_response({"alive": not down, "down": down, "tasks": supervisor.health()},
+                                 status=503 if down else 200)
+
     app = web.Application()
-    app.add_routes([web.get("/metrics", metrics)])
+    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz)])
     return app
 
 

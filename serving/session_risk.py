@@ -22,12 +22,13 @@ import uuid
 from collections import deque
 from datetime import datetime
 
-import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
+from learnstream.refusals import refuse
+from schemas import InvalidEvent, parse_internal
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +108,6 @@ class SessionRiskFollower:
         for records in batch.values():
             for record in records:
                 try:
-                    event = orjson.loads(record.value or b"")
-                    if not isinstance(event, dict):
-                        raise ValueError("not a JSON object")
-                    self.risk.apply(event)
-                except (orjson.JSONDecodeError, ValueError) as exc:
-                    log.error("safety.flags: skipped a malformed event at offset %d (%s)", record.offset, exc)
+                    self.risk.apply(parse_internal(topics.SAFETY_FLAGS, record.value or b""))
+                except InvalidEvent as error:
+                    refuse(topics.SAFETY_FLAGS, record.partition, record.offset, error)

@@ -16,15 +16,15 @@ from aiokafka import TopicPartition
 
 from learnstream import kafka, topics
 from learnstream.config import Settings
-from learnstream.metrics import BACKGROUND_RESTARTS, SWAPS
+from learnstream.metrics import SWAPS
+from learnstream.refusals import refuse
 from learnstream.registry import RegistryError
-from schemas import InvalidEvent, parse
+from schemas import InvalidEvent, parse_internal
 from serving.holders import ModelHolder
 
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 30.0
-RESTART_BACKOFF_S = (0.5, 30.0)  # first and longest wait before the listener restarts after an error
 
 
 class ModelUpdates:
@@ -33,7 +33,6 @@ class ModelUpdates:
         self.holders = holders
         self._consumer = kafka.consumer(settings, group_id=f"serving-{uuid.uuid4().hex[:12]}")
         self._stopping = asyncio.Event()
-        self.running = False  # False while the listener waits to restart after an error (/readyz shows it)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -43,7 +42,6 @@ class ModelUpdates:
         await self._consumer.position(partition)  # fixes the start point before the registry is read
         for holder in self.holders.values():
             await holder.load_served()
-        self.running = True
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -57,26 +55,8 @@ class ModelUpdates:
         await self.stop()
 
     async def run(self) -> None:
-        """Follow the topic until stop(); an unexpected error restarts the listener with backoff, never ends it
-        (a replica that silently stopped following model.updated would answer from an old version forever)."""
-        backoff = RESTART_BACKOFF_S[0]
-        while not self._stopping.is_set():
-            self.running = True
-            try:
-                await self._follow()
-                return
-            except Exception as exc:  # noqa: BLE001 - supervised: logged, counted, restarted
-                self.running = False
-                BACKGROUND_RESTARTS.labels(task="model_updates").inc()
-                log.error("model.updated listener failed (%s: %s); restarting in %.1f s", type(exc).__name__, exc,
-                          backoff)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, RESTART_BACKOFF_S[1])
-
-    async def _follow(self) -> None:
+        """Follow the topic until stop(). Serving supervises it (learnstream/supervisor.py): a replica that silently
+        stopped following model.updated would answer from an old version forever."""
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + RECONCILE_EVERY_S
         while not self._stopping.is_set():
@@ -86,22 +66,27 @@ class ModelUpdates:
                 return  # stop() was called while waiting for records
             for records in batch.values():
                 for record in records:
-                    if not await self.apply(record.value or b""):
-                        log.info("model.updated partition %d offset %d: no swap", record.partition, record.offset)
+                    await self.apply(record.value or b"", partition=record.partition, offset=record.offset)
             if loop.time() >= next_reconcile:
                 next_reconcile = loop.time() + RECONCILE_EVERY_S
                 for holder in self.holders.values():
                     await holder.load_served()
 
-    async def apply(self, raw: bytes) -> bool:
-        """Swap on a valid, promoted event naming a version inside this replica's registry; else keep serving."""
+    async def apply(self, raw: bytes, *, partition: int = 0, offset: int = -1) -> bool:
+        """Swap on a valid, promoted event naming a version inside this replica's registry; else keep serving.
+        partition and offset: where the record was, for the line that says why it was refused."""
         try:
-            event = parse(raw, expected=("model.updated.v1",))
+            event = parse_internal(topics.MODEL_UPDATED, raw)
+        except InvalidEvent as error:
+            SWAPS.labels(family="unknown", result="rejected").inc()
+            refuse(topics.MODEL_UPDATED, partition, offset, error)
+            return False
+        try:
             holder = self.holders[event["family"]]
             path = holder.registry.resolve(event["family"], event["path"])
-        except (InvalidEvent, KeyError, RegistryError) as exc:
+        except (KeyError, ValueError, OSError, RegistryError) as exc:  # ValueError: a NUL in the path
             SWAPS.labels(family="unknown", result="rejected").inc()
-            log.error("model.updated refused: %s", exc)
+            log.error("model.updated partition %d offset %d refused: %s", partition, offset, exc)
             return False
         if event["decision"] != "promoted":
             log.info("%s: version %d was rejected by the promotion gate (%s)", event["family"], event["version"],

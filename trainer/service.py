@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from learnstream import kafka, topics
@@ -32,10 +32,12 @@ from learnstream.config import FAMILIES, Settings
 from learnstream.extras import TRAINING, MissingPackages
 from learnstream.metrics import (TRAINING_FAILURES, TRAINING_LOSS, TRAINING_PROGRESS,
                                  TRAINING_RUNS, TRAINING_SECONDS)
+from learnstream.refusals import refuse
 from learnstream.registry import Registry, model_updated_event
 from learnstream.store import Store
 from learnstream.training_state import TrainerBusy, TrainerState
-from schemas import utc_now
+from learnstream.transient import is_fatal, stopped
+from schemas import InvalidEvent, parse_internal, utc_now
 from trainer.run import ensure_base, run_result, settings_to_json
 
 log = logging.getLogger(__name__)
@@ -202,25 +204,26 @@ class TrainerService:
                 batch = await self._consumer.getmany(timeout_ms=500)
                 for records in batch.values():
                     for record in records:
-                        await self._on_message(record.topic.removeprefix(self.settings.topic_prefix), record.value)
+                        await self._on_message(record)
                 if batch:
                     await self._consumer.commit()
             except ConsumerStoppedError:
                 return  # stop() was called while waiting for records
             except KafkaError as exc:
+                if is_fatal(exc):  # refused, not away: retrying would only repeat the refusal
+                    raise stopped("trainer", exc) from None
                 # The broker is away: these records only trigger counting, which the next one repeats.
                 log.warning("trainer: %s; retrying in %ds", type(exc).__name__, BROKER_RETRY_S)
                 await asyncio.sleep(BROKER_RETRY_S)
 
-    async def _on_message(self, topic: str, value: bytes) -> None:
+    async def _on_message(self, record: ConsumerRecord) -> None:
+        topic = record.topic.removeprefix(self.settings.topic_prefix)
         try:
-            message = orjson.loads(value)
-            family = message["family"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("trainer: ignoring an unreadable record on %s", topic)
+            message = parse_internal(topic, record.value or b"")
+        except InvalidEvent as error:
+            refuse(topic, record.partition, record.offset, error)
             return
-        if family not in FAMILIES:
-            return
+        family = message["family"]
         if topic == topics.TRAINING_REQUESTS:
             self.schedule(family, from_scratch=bool(message.get("from_scratch")), manual=True)
             return
