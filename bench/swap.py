@@ -238,6 +238,7 @@ async def run_bench(bench: BenchSettings) -> dict:
         settings = Settings(data_dir=Path(data_dir), bootstrap_servers="unused:9092", dev=True, use_local_ai=True)
         serving = Serving(settings, generation=GenerationSettings(max_new_tokens=bench.max_new_tokens))
         try:
+            await serving.store.start()  # a swap checks the version's lineage for erased data in the (empty) store
             return await serve_and_measure(serving, bench)
         finally:
             await serving.stop()
