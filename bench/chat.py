@@ -6,14 +6,18 @@ default) every user sends --rounds requests one after another, each a fresh conv
 messages, and the same run measures two ways of answering them, on the same prompts and the same
 max_new_tokens, decoding greedily so both write the same tokens:
 
-* ours: serving.engine.GenerationEngine through its asyncio front, as serving's POST /api/chat uses it;
+* ours: serving.engine.GenerationEngine through its asyncio front on the model as serving loads it (linear layers
+  packed for oneDNN, serving/cpu_layers.py), as serving's POST /api/chat uses it (one torch thread);
 * baseline: one request at a time through model.generate (serving.generation.generate_reply, what serving ran
-  before the engine), concurrent users queueing for it.
+  before the engine) on the plain model with torch's default threads, concurrent users queueing for it;
+  baseline_1_thread is the same with one torch thread, to show what the engine adds beyond the thread count.
 
 Per concurrency: tokens/s (reply tokens of all users / wall time), per-request latency p50/p99 and time to
 first token p50 (each user's clock starts when it sends, so queueing counts). The machine's memory bandwidth
 (a warm copy of 1 GiB, best of 5, read plus write traffic) gives the step bound: bytes of weights a decoding
-step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine.
+step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine (wall time), and
+step_cpu_ms the process's CPU time per token of that user (prefill included), which a busy machine does not
+stretch.
 
 --int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
 layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
@@ -42,9 +46,11 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from bench.swap import MESSAGES, dialogpt_sized_tokenizer  # noqa: E402
 from serving.chat_model import quantized_int8  # noqa: E402
+from serving.cpu_layers import prepacked  # noqa: E402
 from serving.engine import GenerationEngine  # noqa: E402
 from serving.generation import GenerationSettings, generate_reply  # noqa: E402
 
+DEFAULT_THREADS = torch.get_num_threads()  # what the process starts with (the old code path's)
 COPY_BYTES = 1 << 30  # the bandwidth probe: at least 1 GiB, far beyond any cache
 HELD_OUT = ("We walked along the canal after lunch and talked about nothing much",  # for the int8 loss only
             "The appointment moved to Thursday so I rearranged the whole week",
@@ -128,13 +134,13 @@ async def user(answer, prompts: list[str]) -> list[Timing]:
 
 async def measure(answer, users: int, rounds: int) -> dict:
     prompts = [[MESSAGES[(u + r) % len(MESSAGES)] for r in range(rounds)] for u in range(users)]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     timings = [t for per_user in await asyncio.gather(*(user(answer, p) for p in prompts)) for t in per_user]
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     latencies = [t.latency for t in timings]
     return {"tokens": sum(t.tokens for t in timings), "tokens_per_s": sum(t.tokens for t in timings) / wall,
             "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
-            "ttft": float(np.percentile([t.ttft for t in timings], 50)), "timings": timings}
+            "ttft": float(np.percentile([t.ttft for t in timings], 50)), "cpu_s": cpu, "timings": timings}
 
 
 def build_model() -> tuple[GPT2LMHeadModel, object]:
@@ -150,25 +156,33 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
     print("building a 124M model and a 50257-token tokenizer...", file=sys.stderr, flush=True)
     model, tokenizer = build_model()
     settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False)
-    engine = GenerationEngine(model, tokenizer, settings, max_batch=max(users))
+    engine = GenerationEngine(prepacked(copy.deepcopy(model)), tokenizer, settings, max_batch=max(users))
     one_at_a_time = asyncio.Lock()
 
     async def ours(history, streamer):
         return await engine.reply(history, streamer=streamer)
 
+    def generate_with(threads: int, history, streamer):
+        torch.set_num_threads(threads)  # this worker thread's own (the engine thread keeps its count)
+        return generate_reply(model, tokenizer, history, settings=settings, streamer=streamer)
+
     async def baseline(history, streamer):
         async with one_at_a_time:
-            return await asyncio.to_thread(generate_reply, model, tokenizer, history, settings=settings,
-                                           streamer=streamer)
+            return await asyncio.to_thread(generate_with, DEFAULT_THREADS, history, streamer)
 
-    for answer in (ours, baseline):  # warm-up: the first call of each pays for lazy initialisation
+    async def baseline_1_thread(history, streamer):
+        async with one_at_a_time:
+            return await asyncio.to_thread(generate_with, 1, history, streamer)
+
+    answers = (("baseline", baseline), ("baseline_1_thread", baseline_1_thread), ("ours", ours))
+    for _, answer in answers:  # warm-up: the first call of each pays for lazy initialisation
         await answer([MESSAGES[0]], FirstToken())
-    results: dict[str, dict[int, dict]] = {"ours": {}, "baseline": {}}
+    results: dict[str, dict[int, dict]] = {name: {} for name, _ in answers}
     for count in users:
-        for name, answer in (("baseline", baseline), ("ours", ours)):
+        for name, answer in answers:
             results[name][count] = await measure(answer, count, rounds)
             r = results[name][count]
-            print(f"{name:8} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
+            print(f"{name:17} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
                   f"p99 {r['p99']:.2f}s, ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
     engine.close()
     if int8:
@@ -182,7 +196,7 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
         results["int8"] = {}
         for count in users:
             results["int8"][count] = r = await measure(ours8, count, rounds)
-            print(f"int8     users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
+            print(f"{'int8':17} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
                   f"ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
         engine8.close()
         results["loss"] = {"fp32": held_out_loss(model, tokenizer), "int8": held_out_loss(quantised, tokenizer)}
@@ -190,8 +204,14 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
     step_bound_ms = weight_bytes(model) / bandwidth * 1000
     alone = results["ours"][min(users)]["timings"]
     step_ms = 1000 * float(np.median([(t.latency - t.ttft) / (t.tokens - 1) for t in alone if t.tokens > 1]))
+    # CPU time, not wall time: on a shared machine a step waits for a core as well as for memory.
+    step_cpu_ms = 1000 * results["ours"][min(users)]["cpu_s"] / results["ours"][min(users)]["tokens"]
+    print(f"memory bandwidth {bandwidth / 1e9:.2f} GB/s (1 GiB copy, read + write, best of 5): a step reading "
+          f"{weight_bytes(model) / 1e6:.0f} MB of fp32 weights is bounded by {step_bound_ms:.1f} ms; one user's step "
+          f"on the engine {step_ms:.1f} ms ({step_ms / step_bound_ms:.2f}x), of which CPU time {step_cpu_ms:.1f} ms "
+          f"({step_cpu_ms / step_bound_ms:.2f}x; the rest is time off the CPU)", file=sys.stderr, flush=True)
     return {"results": results, "bandwidth_gb_s": bandwidth / 1e9, "step_bound_ms": step_bound_ms,
-            "step_ms": step_ms}
+            "step_ms": step_ms, "step_cpu_ms": step_cpu_ms, "engine_threads": engine.threads}
 
 
 def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int) -> dict:
@@ -202,16 +222,18 @@ def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int
 
     summary = {
         "model": "gpt2-124m (DialoGPT-small architecture, random weights, 50257-token tokenizer)",
-        "device": "cpu", "dtype": "float32", "torch_threads": torch.get_num_threads(), "users": users,
-        "rounds": rounds, "max_new_tokens": max_new_tokens, "decoding": "greedy",
+        "device": "cpu", "dtype": "float32", "users": users,
+        "torch_threads": {"ours": measured["engine_threads"], "baseline": DEFAULT_THREADS}, "rounds": rounds,
+        "max_new_tokens": max_new_tokens, "decoding": "greedy",
         "tokens": per_users(ours, "tokens", 0), "baseline_tokens": per_users(base, "tokens", 0),
         "tokens_per_s": per_users(ours, "tokens_per_s", 1), "baseline_tokens_per_s": per_users(base, "tokens_per_s", 1),
         "ratio": {str(c): round(ours[c]["tokens_per_s"] / base[c]["tokens_per_s"], 2) for c in users},
         "p50": per_users(ours, "p50"), "p99": per_users(ours, "p99"), "ttft": per_users(ours, "ttft"),
         "baseline_p50": per_users(base, "p50"), "baseline_p99": per_users(base, "p99"),
         "baseline_ttft": per_users(base, "ttft"),
+        "baseline_1_thread_tokens_per_s": per_users(measured["results"]["baseline_1_thread"], "tokens_per_s", 1),
         "bandwidth_gb_s": round(measured["bandwidth_gb_s"], 2), "step_bound_ms": round(measured["step_bound_ms"], 1),
-        "step_ms": round(measured["step_ms"], 1),
+        "step_ms": round(measured["step_ms"], 1), "step_cpu_ms": round(measured["step_cpu_ms"], 1),
     }
     if "int8" in measured["results"]:
         int8, loss = measured["results"]["int8"], measured["results"]["loss"]

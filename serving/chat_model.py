@@ -35,15 +35,20 @@ class ChatModel:
              int8: bool = False) -> "ChatModel":
         """The same from_pretrained call loads the embedded base, a trained version or DialoGPT-small.
         tokenizer: one already loaded from identical files (see ChatModelLoader); None loads the version's.
-        int8: quantise the linear layers (quantized_int8), on a CPU only."""
+        int8: quantise the linear layers (quantized_int8), on a CPU only; otherwise a CPU model's linear layers
+        are packed for oneDNN (serving/cpu_layers.py)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from serving.cpu_layers import prepacked
 
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(version.path)
         model = AutoModelForCausalLM.from_pretrained(version.path, dtype=torch.float32)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
         if int8 and model.device.type == "cpu":
             model = quantized_int8(model)
+        else:  # fp32 on a CPU: weights packed once, so a batched decoding step reads them without repacking
+            model = prepacked(model)
         # GPT-2 configs reuse eos as pad, and every context ends with an eos (the turn separator): with a pad id
         # transformers would take those eos for padding ("We strongly recommend passing in an attention_mask").
         # The engine always passes its attention mask.
@@ -63,17 +68,13 @@ class ChatModel:
 def quantized_int8(model: Any) -> Any:
     """model with every linear layer dynamically quantised to int8 (in place). GPT-2's Conv1D layers (weights
     stored [in, out]) become nn.Linear first, so they are quantised too; the tied lm_head gets its own int8
-    copy while the embedding stays fp32. fbgemm's int8 kernels use prepacked weights, which keeps a batched
-    decoding step cheap where MKL's fp32 gemm repacks the weight at every call (bench/chat.py --int8)."""
+    copy while the embedding stays fp32. fbgemm's int8 kernels use prepacked weights, as the fp32 model's
+    packed layers do (serving/cpu_layers.py; bench/chat.py --int8 compares the two)."""
     import torch
-    from transformers.pytorch_utils import Conv1D
 
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, Conv1D):
-                linear = torch.nn.Linear(child.weight.shape[0], child.weight.shape[1])
-                linear.weight.data, linear.bias.data = child.weight.data.t().contiguous(), child.bias.data
-                setattr(module, name, linear)
+    from serving.cpu_layers import conv1d_as_linear
+
+    conv1d_as_linear(model)
     with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it is deprecated for torchao
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -34,6 +34,12 @@ from serving.holders import release_memory
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # sequences decoded together; more would wait for a slot (memory and step time grow with it)
+# torch threads of the engine thread. A decoding step is ~700 small ops, each a parallel region whose threads
+# meet at a barrier: when another runnable thread (the event loop, the HTTP server, other processes) takes one of
+# the cores, every op waits for the descheduled worker, and on this 2-core box at load 5-9 a step with 2 threads
+# took 5-10x as long as with one. One thread reads the weights about as fast as two here (a warm copy moved
+# 9-10 GB/s with either) and a step is mostly that read, so one thread should cost little on an idle machine too.
+ENGINE_THREADS = 1
 
 
 @dataclass(eq=False)
@@ -55,13 +61,14 @@ class GenerationEngine:
     """
 
     def __init__(self, model: Any, tokenizer: Any, settings: GenerationSettings, *,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, threads: int = ENGINE_THREADS) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token to separate turns")
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_batch = max_batch
+        self.threads = threads
         self._eos = tokenizer.eos_token_id
         config = model.generation_config
         self._suppress = list(getattr(config, "suppress_tokens", None) or [])
@@ -117,6 +124,11 @@ class GenerationEngine:
     # ---- the engine thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        import torch
+
+        # torch's thread count is kept per thread once a thread has run an op (OpenMP's and MKL's), so this sets
+        # the engine's own; threads started later start from it too.
+        torch.set_num_threads(self.threads)
         while True:
             with self._wake:
                 while not self._waiting and self._batch is None and not self._closed:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from transformers.pytorch_utils import Conv1D
 
 from serving.chat_model import quantized_int8
+from serving.cpu_layers import PackedLinear, prepacked
 from serving.engine import GenerationEngine
 from serving.generation import GenerationSettings, generate_reply
 from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
@@ -141,6 +142,7 @@ def test_any_conversations_get_a_reply_each(talkative_model, tokenizer, historie
 async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engine(serve: Serve) -> None:  # noqa: F811
     client, serving = await serve()
     registry, holder = serving.registry, serving.holders["chat"]
+    assert any(isinstance(module, PackedLinear) for module in holder.current.model.model.modules())  # fp32, CPU
     commit_copy_of_base(registry)
     answers: list[tuple[int, dict]] = []
     swapping = True
@@ -168,6 +170,21 @@ async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engi
     assert {final["model_version"] for _, final in answers} == {0, 1}
     gc.collect()
     assert all(engine() is None or engine() is holder.current.model.engine for engine in engines)
+
+
+def test_a_prepacked_model_computes_what_the_plain_one_does(talkative_model, tokenizer) -> None:  # noqa: F811
+    packed = prepacked(copy.deepcopy(talkative_model))
+    assert not any(type(module) in (Conv1D, torch.nn.Linear) for module in packed.modules())
+    ids = torch.tensor([tokenizer.encode(" ".join(CORPUS))])
+    with torch.inference_mode():
+        plain_logits, packed_logits = (model(input_ids=ids).logits for model in (talkative_model, packed))
+    assert torch.allclose(packed_logits, plain_logits, atol=1e-4, rtol=1e-4)
+    engine = GenerationEngine(packed, tokenizer, GREEDY)
+    try:
+        for history, future in [(history, engine.submit(history)) for history in HISTORIES]:
+            assert future.result(timeout=30)[0] == alone(talkative_model, tokenizer, history)[0]
+    finally:
+        engine.close()
 
 
 def test_int8_model_replies_through_the_engine_and_stays_close_to_fp32(talkative_model, tokenizer) -> None:  # noqa: F811
