@@ -112,9 +112,11 @@ async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tup
             return await store.samples(family, keys=keys, up_to=up_to)
 
 
-def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
+def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool, requests: int = 0,
             progress: Progress | None = None) -> dict[str, Any]:
-    """Train on samples (after, up_to] (plus replay) from the served version, or on all of them from version 0."""
+    """Train on samples (after, up_to] (plus replay) from the served version, or on all of them from version 0.
+    requests: the number of the newest queued training request this run serves (0: none), kept in the manifest so
+    that a trainer finishing the version after a crash marks them done."""
     registry = Registry(settings.registry_dir)
     ensure_base(settings, registry, family)
     parent_number = 0 if from_scratch else (registry.served(family) or 0)
@@ -142,6 +144,7 @@ def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scr
             "watermark": up_to,
             "previous_watermark": 0 if from_scratch else after,
             "from_scratch": from_scratch,
+            "requests": requests,
             "hyperparameters": hparams,
             "metrics": {**metrics, "duration_s": round(time.monotonic() - started, 3)},
             "decision": decision,
@@ -168,6 +171,7 @@ def run_result(version: Version) -> dict[str, Any]:
         "parent_version": manifest.get("parent_version"),
         "watermark": manifest.get("watermark", 0),
         "samples": manifest.get("samples", 0),
+        "requests": manifest.get("requests", 0),
     }
 
 
@@ -209,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=int, required=True)
     parser.add_argument("--up-to", type=int, required=True)
     parser.add_argument("--from-scratch", action="store_true")
+    parser.add_argument("--requests", type=int, default=0, help="the newest queued training request the run serves")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="exit when stdin closes: the trainer holds it open, so a killed trainer leaves no run "
                              "behind to commit a version nobody announces")
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with TrainerState(settings.data_dir).run_under_way():
         result = execute(settings, args.family, after=args.after, up_to=args.up_to, from_scratch=args.from_scratch,
-                         progress=report)
+                         requests=args.requests, progress=report)
     print(json.dumps({"result": result}), flush=True)
     return 0
 
