@@ -17,6 +17,7 @@ import base64
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,14 +25,46 @@ from typing import Any, Iterator
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from learnstream.config import Settings
 from learnstream.wal import enable_wal
 
 # The fields of a sample that carry content; everything else stays readable for routing, dedupe and erasure.
 SEALED_FIELDS = ("text", "mood", "assessment", "caption", "tags", "category", "embedding", "faces", "exif")
 
 
+class _KeyCache:
+    """kid -> key for the `size` most recently used kids: a bounded memory however many owners there are."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._keys: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, kid: str) -> bytes | None:
+        with self._lock:
+            key = self._keys.get(kid)
+            if key is not None:
+                self._keys.move_to_end(kid)
+            return key
+
+    def put(self, kid: str, key: bytes) -> None:
+        with self._lock:
+            self._keys[kid] = key
+            self._keys.move_to_end(kid)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+    def drop(self, kid: str) -> None:
+        with self._lock:
+            self._keys.pop(kid, None)
+
+
 class KeyStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cache_size: int = Settings.key_cache_size) -> None:
+        """cache_size: keys kept in memory (Settings.key_cache_size); the others are read from the file when used."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         enable_wal(self.path)
@@ -43,7 +76,7 @@ class KeyStore:
         # still in flight when their keys went, get no new key (see key_for_owner).
         self._db.execute("CREATE TABLE IF NOT EXISTS erased (owner TEXT PRIMARY KEY, appended_ms INTEGER NOT NULL)")
         self._lock = threading.Lock()
-        self._cache: dict[str, bytes] = {}  # kid -> key; dropped for an owner on erasure
+        self._cache = _KeyCache(cache_size)  # dropped for an owner on erasure
 
     def close(self) -> None:
         self._db.close()
@@ -78,17 +111,17 @@ class KeyStore:
                 kid, key = base64.urlsafe_b64encode(os.urandom(12)).decode(), AESGCM.generate_key(bit_length=256)
                 self._db.execute("INSERT INTO keys VALUES (?, ?, ?)", (kid, owner, key))
                 row = (kid, key)
-            self._cache[row[0]] = row[1]
+            self._cache.put(row[0], row[1])
             return row[0], row[1]
 
     def key(self, kid: str) -> bytes | None:
         """A key by id, or None once destroyed."""
-        if kid in self._cache:
-            return self._cache[kid]
+        if (cached := self._cache.get(kid)) is not None:
+            return cached
         with self._lock:
             row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
         if row is not None:
-            self._cache[kid] = row[0]
+            self._cache.put(kid, row[0])
         return None if row is None else row[0]
 
     def destroy(self, owner: str, *, appended_ms: int | None = None) -> int:
@@ -101,7 +134,7 @@ class KeyStore:
                 self._db.execute("INSERT INTO erased VALUES (?, ?) ON CONFLICT(owner) DO UPDATE "
                                  "SET appended_ms = MAX(appended_ms, excluded.appended_ms)", (owner, appended_ms))
             for kid in kids:
-                self._cache.pop(kid, None)
+                self._cache.drop(kid)
         return len(kids)
 
 

@@ -107,7 +107,7 @@ def gate(family: str, metrics: dict[str, Any], tolerance: float, *,
 
 
 async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tuple[int, dict[str, Any]]]:
-    with KeyStore(settings.keys_path) as keys:
+    with KeyStore(settings.keys_path, cache_size=settings.key_cache_size) as keys:
         async with Store(settings.store_path) as store:
             return await store.samples(family, keys=keys, up_to=up_to)
 
