@@ -49,6 +49,8 @@ RETRY_AFTER_FAILURE_S = 10.0
 BROKER_RETRY_S = 2
 # A standby trainer (a second one on the data dir) asks this often whether the active one's lifetime lock is free.
 STANDBY_POLL_S = 1.0
+# What a failed training run's error keeps of its child's stderr (the traceback at its end).
+STDERR_TAIL_BYTES = 4000
 
 
 async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, event: dict[str, Any]) -> None:
@@ -91,7 +93,7 @@ async def run_child(settings: Settings, family: str, *, after: int, up_to: int, 
                                                  stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
     child.stdin.write(settings_to_json(settings).encode() + b"\n")
     await child.stdin.drain()
-    stderr_task = asyncio.create_task(child.stderr.read())
+    stderr_task = asyncio.create_task(_tail(child.stderr))
     result = None
     try:
         async for line in child.stdout:
@@ -106,8 +108,16 @@ async def run_child(settings: Settings, family: str, *, after: int, up_to: int, 
         raise
     stderr = (await stderr_task).decode(errors="replace")
     if code != 0 or result is None:
-        raise RuntimeError(f"training child exited with {code}: {stderr[-2000:]}")
+        raise RuntimeError(f"training child exited with {code}: {stderr}")
     return result
+
+
+async def _tail(stream: asyncio.StreamReader) -> bytes:
+    """Read a stream as it comes to its end, keeping only its last STDERR_TAIL_BYTES (what an error shows)."""
+    tail = b""
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
+    return tail
 
 
 class TrainerService:
