@@ -260,8 +260,9 @@ class Serving:
         return problems
 
     async def status(self, request: web.Request) -> web.Response:
+        answering = {family: holder.version for family, holder in self.holders.items()}
         return web.json_response(await training_status(self.settings, self.store, self.registry,
-                                                       degraded=self.degraded()))
+                                                       degraded=self.degraded(), answering=answering))
 
     async def trigger_training(self, request: web.Request) -> web.Response:
         body = await _json_body(request, optional=True)

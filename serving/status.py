@@ -63,9 +63,13 @@ async def family_status(settings: Settings, store: Store, registry: Registry, fa
     }
 
 
-async def training_status(settings: Settings, store: Store, registry: Registry, *,
-                          degraded: list[str]) -> dict[str, Any]:
+async def training_status(settings: Settings, store: Store, registry: Registry, *, degraded: list[str],
+                          answering: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """answering: from a serving replica, the version each family's model there answers with (None: no model yet);
+    each family's "answering_version" says it beside served_version, the registry's pointer it follows."""
     families = {f: await family_status(settings, store, registry, f) for f in FAMILIES}
+    for family, version in (answering or {}).items():
+        families[family]["answering_version"] = version
     chat = families["chat"]
     return {
         # The seed app's fields, about the chat model.
