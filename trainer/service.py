@@ -81,7 +81,7 @@ async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dic
     TRAINING_SECONDS.labels(family=family).observe(result["metrics"].get("duration_s", 0))
 
 
-async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool, requests: int,
+async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool, requests: int = 0,
                     on_progress=None) -> dict[str, Any]:
     """Run trainer.run in a child process; returns its result or raises RuntimeError with its stderr tail."""
     args = [sys.executable, "-m", "trainer.run", "--settings-on-stdin", "--family", family,
