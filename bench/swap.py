@@ -167,6 +167,7 @@ async def chat_through_swaps(serving: Serving, chatters: list[Chatter], bench: B
             await asyncio.sleep(0.01)
         loading.append((started, time.perf_counter()))
         failed_swaps += not await applying
+        await holder.released()
         windows.append((started, time.perf_counter()))
         print(f"swap {swap}: version {number} answering after {loading[-1][1] - started:.1f}s, the old one "
               f"released after {windows[-1][1] - started:.1f}s", file=sys.stderr, flush=True)

@@ -47,7 +47,7 @@ class AnonymizerService(ConsumerStage):
             ner_model=settings.ner_model,
             max_event_bytes=settings.max_event_bytes,
             embedding_dim=EmbeddingDim(configured=settings.embedding_dim, path=settings.embedding_dim_path),
-            keys=KeyStore(settings.keys_path),
+            keys=KeyStore(settings.keys_path, cache_size=settings.key_cache_size),
         )
         self._producer = kafka.producer(settings)
         self._prefix = settings.topic_prefix

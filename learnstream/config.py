@@ -58,6 +58,8 @@ class Settings:
     embedding_dim: int | None = None
     # Registry versions kept per family (the served one is always kept too).
     keep_versions: int = 3
+    # Owners' data keys a process keeps in memory (least recently used go first; the key store file has them all).
+    key_cache_size: int = 100_000
     # Chat training recipe; unset takes trainer.chat_training.ChatHParams' defaults, the recipe bench/train.py
     # measures. The learning rate defaults by base: high for the small embedded GPT-2, low for a pretrained one.
     chat_epochs: int | None = None  # passes over the new samples
@@ -235,7 +237,7 @@ def load_settings(config_file: str | Path | None = None, env: Mapping[str, str] 
     settings = Settings(**values)
     if settings.partitions < 1:
         raise ConfigError("setting partitions: must be at least 1")
-    for name in ("chat_threshold", "image_threshold", "http_max_concurrent"):
+    for name in ("chat_threshold", "image_threshold", "http_max_concurrent", "key_cache_size"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting {name}: must be at least 1")
     if settings.safety_second_opinion_timeout_s <= 0:

@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,16 +33,49 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from learnstream import key_tree
+from learnstream.config import Settings
 from learnstream.wal import enable_wal
 
 # The fields of a sample that carry content; everything else stays readable for routing, dedupe and erasure.
 SEALED_FIELDS = ("text", "mood", "assessment", "caption", "tags", "category", "embedding", "faces", "exif")
 
 
+class _Recent:
+    """The `size` most recently used entries of a mapping: a bounded memory however many owners there are."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> Any:
+        with self._lock:
+            value = self._entries.get(name)
+            if value is not None:
+                self._entries.move_to_end(name)
+            return value
+
+    def put(self, name: str, value: Any) -> None:
+        with self._lock:
+            self._entries[name] = value
+            self._entries.move_to_end(name)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+
 class KeyStore:
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0, cache_size: int = Settings.key_cache_size) -> None:
         """busy_timeout_s: how long a write waits for another connection's lock before SQLite says it is busy
-        (a transient failure: the anonymizer's batch waits and is retried)."""
+        (a transient failure: the anonymizer's batch waits and is retried).
+        cache_size: owners' trees (and keys from before the trees) kept in memory (Settings.key_cache_size); the
+        others are read from the file when used."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         enable_wal(self.path)
@@ -58,9 +92,9 @@ class KeyStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS erased (owner TEXT PRIMARY KEY, appended_ms INTEGER NOT NULL)")
         self._lock = threading.Lock()
         # owner -> their stored nodes, and the blocks derived from them; both dropped for an owner on erasure
-        self._trees: dict[str, key_tree.Nodes] = {}
+        self._trees = _Recent(cache_size)
         self._blocks = key_tree.Blocks()
-        self._legacy: dict[str, bytes] = {}  # kid -> key of a sample sealed before the trees
+        self._legacy = _Recent(cache_size)  # kid -> key of a sample sealed before the trees
 
     def close(self) -> None:
         self._db.close()
@@ -102,13 +136,14 @@ class KeyStore:
             row = self._db.execute("SELECT appended_ms FROM erased WHERE owner = ?", (owner,)).fetchone()
             if row is not None and instant <= row[0]:
                 return None
-            if owner not in self._trees:
+            nodes = self._trees.get(owner)
+            if nodes is None:
                 nodes = self._nodes(owner)
                 if not nodes:
                     nodes = key_tree.new_tree(after=None if row is None else row[0])
                     self._replace_nodes(owner, nodes)
-                self._trees[owner] = nodes
-            key = self._blocks.leaf(owner, self._trees[owner], instant)
+                self._trees.put(owner, nodes)
+            key = self._blocks.leaf(owner, nodes, instant)
         return None if key is None else (f"{KID_PREFIX}{instant}", key)
 
     def key(self, kid: str, owner: str) -> bytes | None:
@@ -122,17 +157,18 @@ class KeyStore:
         with self._lock:
             nodes = self._trees.get(owner) or self._nodes(owner)
             if nodes:  # none yet: not remembered, another process may make the owner's tree later
-                self._trees[owner] = nodes
+                self._trees.put(owner, nodes)
             return self._blocks.leaf(owner, nodes, instant)
 
     def _legacy_key(self, kid: str) -> bytes | None:
-        if kid not in self._legacy:
-            with self._lock:
-                row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
-            if row is None:
-                return None
-            self._legacy[kid] = row[0]
-        return self._legacy[kid]
+        if (key := self._legacy.get(kid)) is not None:
+            return key
+        with self._lock:
+            row = self._db.execute("SELECT key FROM keys WHERE kid = ?", (kid,)).fetchone()
+        if row is None:
+            return None
+        self._legacy.put(kid, row[0])
+        return row[0]
 
     def destroy(self, owner: str, *, appended_ms: int | None = None) -> int:
         """Crypto-shred an owner up to their erasure request's append time (broker clock; now when unknown): the keys
@@ -148,10 +184,10 @@ class KeyStore:
             nodes = self._nodes(owner)
             kept = key_tree.puncture(nodes, after=latest)
             self._replace_nodes(owner, kept)
-            self._trees.pop(owner, None)
+            self._trees.drop(owner)
             self._blocks.forget(owner)
             for kid in legacy:
-                self._legacy.pop(kid, None)
+                self._legacy.drop(kid)
         return len(legacy) + len(nodes.keys() - kept.keys())
 
 

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Collection
 
 import aiosqlite
 import orjson
@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS erased_samples (
 );
 """
 
+
+# Rows a reader takes from SQLite at a time: its memory is a chunk, not the store.
+READ_CHUNK_ROWS = 500
 
 # (event_id, family, ts, owner, group, body): a sample's routing fields beside the record as on its topic.
 SampleRow = tuple[str, str, str, str, str, bytes]
@@ -237,25 +240,40 @@ class Store:
 
     async def samples(self, family: str, *, keys: KeyStore, up_to: int | None = None
                       ) -> list[tuple[int, dict[str, Any]]]:
-        """(id, sample) pairs in id order, up to a watermark, content unsealed. A sample whose key is gone (its
+        """Every (id, sample) pair of iter_samples, as a list."""
+        return [pair async for pair in self.iter_samples(family, keys=keys, up_to=up_to)]
+
+    async def iter_samples(self, family: str, *, keys: KeyStore, up_to: int | None = None,
+                           groups: Collection[str] | None = None) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """(id, sample) pairs in id order, up to a watermark, content unsealed, read READ_CHUNK_ROWS at a time;
+        with `groups`, only the samples of those groups (chat: conversations). A sample whose key is gone (its
         owner was erased, and the ledger has not reached this store yet) or that fails to unseal is left out."""
         sql, args = "SELECT id, body FROM samples WHERE family = ?", [family]
         if up_to is not None:
             sql, args = sql + " AND id <= ?", [*args, up_to]
-        rows = await (await self.db.execute(sql + " ORDER BY id", args)).fetchall()
-        samples, unreadable = [], 0
-        for row_id, body in rows:
-            record = orjson.loads(body)
-            try:
-                sample = unseal(record, keys) if "sealed" in record else record
-            except (InvalidTag, ValueError, KeyError, TypeError):
-                sample, unreadable = None, unreadable + 1
-            if sample is not None:
-                samples.append((row_id, sample))
+        if groups is not None:
+            sql, args = sql + " AND grp IN (SELECT value FROM json_each(?))", [*args, orjson.dumps(list(groups)).decode()]
+        unreadable = 0
+        async with self.db.execute(sql + " ORDER BY id", args) as cursor:
+            while rows := await cursor.fetchmany(READ_CHUNK_ROWS):
+                for row_id, body in rows:
+                    record = orjson.loads(body)
+                    try:
+                        sample = unseal(record, keys) if "sealed" in record else record
+                    except (InvalidTag, ValueError, KeyError, TypeError):
+                        sample, unreadable = None, unreadable + 1
+                    if sample is not None:
+                        yield row_id, sample
         if unreadable:
             log.warning("%d stored %s samples failed to unseal (tampered or corrupt) and were left out",
                         unreadable, family)
-        return samples
+
+    async def groups(self, family: str, *, up_to: int) -> list[tuple[str, int]]:
+        """(group, its newest sample id) of every group of a family's samples up to a watermark (chat: the
+        conversations), in the order of their first sample."""
+        return [(group, newest) for group, newest in await self.db.execute_fetchall(
+            "SELECT grp, MAX(id) FROM samples WHERE family = ? AND id <= ? GROUP BY grp ORDER BY MIN(id)",
+            (family, up_to))]
 
     async def skipped_count(self, family: str, reason: str = "no_consent") -> int:
         """Events not stored for a reason: "no_consent", or "erased" (in flight when their owner was erased)."""

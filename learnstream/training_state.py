@@ -1,4 +1,5 @@
-"""The trainer's durable state: per-family watermark (last_trained_id) and the seed's training_metrics.json."""
+"""The trainer's durable state: per-family watermark (last_trained_id), the queue of manual training requests and
+the seed's training_metrics.json."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from schemas import utc_now
+
+# Event ids of the latest requests kept per family: a request redelivered after a restart is recognised, not run twice.
+RECENT_REQUEST_IDS = 64
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -91,7 +95,8 @@ class TrainerState:
         _write_json(self.path, state)
 
     def load(self) -> dict[str, Any]:
-        """{family: {"last_trained_id", "runs", "last_run", "erasures", "erasures_retrained"}}"""
+        """{family: {"last_trained_id", "runs", "last_run", "erasures", "erasures_retrained", "requests",
+        "from_scratch_requested", "requests_served", "request_ids"}}"""
         return _read_json(self.path, {})
 
     def erasures_pending(self, family: str) -> int:
@@ -112,14 +117,44 @@ class TrainerState:
         with self._family_entry(family) as entry:
             entry["erasures_retrained"] = max(entry.get("erasures_retrained", 0), erasures)
 
+    def request(self, family: str, *, event_id: str, from_scratch: bool) -> bool:
+        """Queue a manual training request (numbered 1, 2, ...); False when this event id was queued already. The
+        trainer calls it before committing the request's offset, so a request it took is never lost."""
+        with self._family_entry(family) as entry:
+            recent = entry.setdefault("request_ids", [])
+            if event_id in recent:
+                return False
+            recent.append(event_id)
+            del recent[:-RECENT_REQUEST_IDS]
+            entry["requests"] = entry.get("requests", 0) + 1
+            if from_scratch:
+                entry["from_scratch_requested"] = entry["requests"]
+        return True
+
+    def requests_pending(self, family: str) -> tuple[int, bool]:
+        """(the newest request's number, whether one waiting is from scratch); (0, False) when none waits. A run
+        started for them serves all of them: a from-scratch one absorbs the incremental ones queued beside it."""
+        entry = self.load().get(family, {})
+        served = entry.get("requests_served", 0)
+        if entry.get("requests", 0) <= served:
+            return 0, False
+        return entry["requests"], entry.get("from_scratch_requested", 0) > served
+
+    def requests_served(self, family: str, up_to: int) -> None:
+        """Requests numbered up to `up_to` are done (their run finished, or failed: the operator asks again)."""
+        with self._family_entry(family) as entry:
+            entry["requests_served"] = max(entry.get("requests_served", 0), up_to)
+
     def last_trained_id(self, family: str) -> int:
         return self.load().get(family, {}).get("last_trained_id", 0)
 
     def record_run(self, result: dict[str, Any], *, registry_dir: Path) -> None:
-        """Advance the watermark (whatever the decision) and append the run to training_metrics.json."""
+        """Advance the watermark (whatever the decision), mark the requests the run served as done, and append the
+        run to training_metrics.json."""
         family = result["family"]
         with self._family_entry(family) as entry:
             entry["last_trained_id"] = max(entry["last_trained_id"], result["watermark"])
+            entry["requests_served"] = max(entry.get("requests_served", 0), result.get("requests", 0))
             entry["runs"] += 1
             entry["last_run"] = utc_now()
         metrics_path = Path(registry_dir) / "training_metrics.json"

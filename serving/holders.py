@@ -2,7 +2,8 @@
 
 A swap verifies the version against its manifest, loads and warms it up in the holder's own loader thread, and only
 then replaces the reference. A request takes `holder.current` once at its start, so requests in flight finish on the
-model they started with. Any failure keeps the old model.
+model they started with. Any failure keeps the old model. The swap lock covers loading and the swap only: the old
+model drains (its requests end) and is released in the background, so a rollback never waits for a long request.
 
 Two things keep swaps from hurting the requests around them (measured by bench/swap.py):
 * CPU: the loader thread runs at a lower priority (and so do the torch threads it starts), so hashing, reading and
@@ -76,6 +77,7 @@ class ModelHolder:
         self._refused: dict[int, str] = {}  # logged once per version and reason: reconciliation asks every 30 s
         self.current: Served | None = None
         self._swap_lock = asyncio.Lock()
+        self._releases: set[asyncio.Task] = set()  # replaced models waiting for their last requests to end
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{family}-loader",
                                           initializer=_lower_priority)
         if unavailable is not None:
@@ -93,8 +95,8 @@ class ModelHolder:
         return await self.swap_to(number)
 
     async def swap_to(self, number: int, *, manifest_sha256: str | None = None) -> bool:
-        """True once `number` is served. Returns after the old model's memory is released, so swaps never pile
-        up models: at most two are held, the old one only while requests still use it (or DRAIN_TIMEOUT_S)."""
+        """True once `number` is served. The model it replaces is released once its last request ends (or after
+        DRAIN_TIMEOUT_S), in the background: a replaced model is held only while requests still use it."""
         if self.unavailable is not None:
             return False
         async with self._swap_lock:  # one swap at a time; the next event waits for this one
@@ -121,8 +123,14 @@ class ModelHolder:
             if previous is not None:
                 unused = weakref.ref(previous.model)
                 del previous  # the requests still using it hold the only references left
-                await self._release_when_unused(unused)
+                release = asyncio.create_task(self._release_when_unused(unused))
+                self._releases.add(release)
+                release.add_done_callback(self._releases.discard)
             return True
+
+    async def released(self) -> None:
+        """Wait until every model replaced so far is released."""
+        await asyncio.gather(*self._releases)
 
     async def _refused_now(self, number: int) -> bool:
         try:
@@ -140,8 +148,10 @@ class ModelHolder:
         return True
 
     def close(self) -> None:
-        """Let the loader thread go (a swap still running finishes first)."""
+        """Let the loader thread go (a swap still running finishes first) and stop waiting for old models' drains."""
         self._loader.shutdown(wait=False)
+        for release in self._releases:
+            release.cancel()
 
     def _verified_load(self, number: int, manifest_sha256: str | None) -> Any:
         # Verifying hashes every file (~500 MB for DialoGPT-small): here, never on the event loop.

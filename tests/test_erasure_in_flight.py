@@ -282,7 +282,7 @@ async def test_an_erasure_makes_a_from_scratch_run_due_only_when_a_model_saw_its
 
     def trainer_on(settings) -> TrainerService:
         trainer = TrainerService(settings)
-        trainer.schedule = lambda family, *, from_scratch, manual: scheduled.append((family, from_scratch))
+        trainer.schedule = lambda family, *, from_scratch, **_: scheduled.append((family, from_scratch))
         trainers.append(trainer)
         return trainer
 

@@ -366,6 +366,20 @@ async def test_version_0_answers_before_any_training(serve: Serve, monkeypatch: 
     assert status["families"]["chat"]["served_version"] == 0
 
 
+async def test_the_status_says_which_version_this_replica_answers_with(serve: Serve) -> None:
+    client, serving = await serve()
+    commit_copy_of_base(serving.registry)
+    with serving.registry.writer_lock():
+        serving.registry.set_served("chat", 1)  # the pointer moved; no model.updated reached this replica (yet)
+    chat_status = (await (await client.get("/api/ai/training-status")).json())["families"]["chat"]
+    assert chat_status["served_version"] == 1 and chat_status["answering_version"] == 0
+    assert (await chat(client, ROUTINE))["model_version"] == chat_status["answering_version"]
+    assert await serving.holders["chat"].load_served()  # what reconciliation does
+    chat_status = (await (await client.get("/api/ai/training-status")).json())["families"]["chat"]
+    assert chat_status["served_version"] == chat_status["answering_version"] == 1
+    assert (await chat(client, ROUTINE))["model_version"] == 1
+
+
 async def test_image_enhance_needs_something_to_describe(serve: Serve) -> None:
     client, _ = await serve()
     for body in ({}, {"caption": "", "tags": []}, {"caption": 3}, {"tags": "red"}, {"embedding": ["x"]}, []):

@@ -124,6 +124,14 @@ def sample_replay(
     return [pool[i] for i in trained], epochs, [pool[i] for i in held_out]
 
 
+def replay_draw(pool_size: int, n_new: int, hp: ChatHParams) -> set[int]:
+    """The indices of a pool of `pool_size` older conversations that prepare_data reads (replayed or held out)
+    beside `n_new` new ones: a run loads only those."""
+    n_eval = held_out_count(n_new, hp.eval_share)
+    trained, _, held_out = sample_replay(range(pool_size), n_new_train=n_new - n_eval, n_new_eval=n_eval, hp=hp)
+    return {*trained, *held_out}
+
+
 def plan_steps(epochs: Sequence[Sequence[int]], lengths: Sequence[int], hp: ChatHParams) -> list[list[list[int]]]:
     """The data order: steps -> micro-batches -> example indices, from each epoch's examples.
 

@@ -17,8 +17,9 @@ import os
 import sys
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from learnstream import lineage
 from learnstream.config import Settings
@@ -106,42 +107,45 @@ def gate(family: str, metrics: dict[str, Any], tolerance: float, *,
     return "promoted", comparison
 
 
-async def _load_samples(settings: Settings, family: str, up_to: int) -> list[tuple[int, dict[str, Any]]]:
-    with KeyStore(settings.keys_path) as keys:
+@asynccontextmanager
+async def _stored(settings: Settings) -> AsyncIterator[tuple[Store, KeyStore]]:
+    with KeyStore(settings.keys_path, cache_size=settings.key_cache_size) as keys:
         async with Store(settings.store_path) as store:
-            return await store.samples(family, keys=keys, up_to=up_to)
+            yield store, keys
 
 
-def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
+def execute(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool, requests: int = 0,
             progress: Progress | None = None) -> dict[str, Any]:
-    """Train on samples (after, up_to] (plus replay) from the served version, or on all of them from version 0."""
+    """Train on samples (after, up_to] (plus replay) from the served version, or on all of them from version 0.
+    requests: the number of the newest queued training request this run serves (0: none), kept in the manifest so
+    that a trainer finishing the version after a crash marks them done."""
     registry = Registry(settings.registry_dir)
     ensure_base(settings, registry, family)
     parent_number = 0 if from_scratch else (registry.served(family) or 0)
     parent = registry.verify(family, parent_number)
-    samples = asyncio.run(_load_samples(settings, family, up_to))
     started = time.monotonic()
     with registry.staging(family) as staged:
+        # read: every sample the run read ({"owner", "ts"} at least), whose data the weights may hold.
         if family == "chat":
-            metrics, hparams, count = _train_chat(settings, parent, samples, after=0 if from_scratch else after,
-                                                  out_dir=staged, progress=progress)
+            metrics, hparams, count, read = _train_chat(settings, parent, after=0 if from_scratch else after,
+                                                        up_to=up_to, out_dir=staged, progress=progress)
         else:
             # From scratch, the image trainer still reads the served version, only to keep person ids stable.
             served = registry.verify(family, registry.served(family) or 0)
-            metrics, hparams, count = _train_image(settings, served if from_scratch else parent, samples,
-                                                   after=0 if from_scratch else after, out_dir=staged,
-                                                   progress=progress)
+            metrics, hparams, count, read = _train_image(settings, served if from_scratch else parent,
+                                                         after=0 if from_scratch else after, up_to=up_to,
+                                                         out_dir=staged, progress=progress)
         decision, reason = gate(family, metrics, settings.promotion_tolerance,
                               promote_without_eval=settings.promote_without_eval)
         manifest = {
-            # Every sample the run read (chat's replay draws from all of them): whose data the weights may hold.
-            "lineage": lineage.write(staged, lineage.owners_of(sample for _, sample in samples)),
+            "lineage": lineage.write(staged, lineage.owners_of(read)),
             "base_model": parent.manifest.get("base_model"),
             "parent_version": parent_number,
             "samples": count,  # the new stored samples the run read (its metrics count training_targets)
             "watermark": up_to,
             "previous_watermark": 0 if from_scratch else after,
             "from_scratch": from_scratch,
+            "requests": requests,
             "hyperparameters": hparams,
             "metrics": {**metrics, "duration_s": round(time.monotonic() - started, 3)},
             "decision": decision,
@@ -168,14 +172,14 @@ def run_result(version: Version) -> dict[str, Any]:
         "parent_version": manifest.get("parent_version"),
         "watermark": manifest.get("watermark", 0),
         "samples": manifest.get("samples", 0),
+        "requests": manifest.get("requests", 0),
     }
 
 
-def _train_chat(settings: Settings, parent: Version, samples, *, after: int, out_dir: Path, progress):
+def _train_chat(settings: Settings, parent: Version, *, after: int, up_to: int, out_dir: Path, progress):
     from trainer.base_model import EMBEDDED_LEARNING_RATE
-    from trainer.chat_training import ChatHParams, train_chat
+    from trainer.chat_training import ChatHParams, replay_draw, train_chat
 
-    new, replay_pool = chat_dialogues(samples, after=after)
     recipe = {
         "learning_rate": settings.chat_learning_rate,
         "batch_size": settings.chat_batch_size,
@@ -185,20 +189,32 @@ def _train_chat(settings: Settings, parent: Version, samples, *, after: int, out
     if settings.base_model is None and recipe["learning_rate"] is None:
         recipe["learning_rate"] = EMBEDDED_LEARNING_RATE
     hparams = ChatHParams(**{name: value for name, value in recipe.items() if value is not None})
+
+    async def read_dialogues():
+        async with _stored(settings) as (store, keys):
+            return await chat_dialogues(store, keys, after=after, up_to=up_to,
+                                        draw=lambda pool, new: replay_draw(pool, new, hparams))
+
+    new, replay_pool, read = asyncio.run(read_dialogues())
     metrics = train_chat(parent_dir=parent.path, out_dir=out_dir, new=new, replay_pool=replay_pool,
                          hparams=hparams, progress=progress)
-    return metrics, dataclasses.asdict(hparams), sum(len(d) for d in new)
+    return metrics, dataclasses.asdict(hparams), sum(len(d) for d in new), read
 
 
-def _train_image(settings: Settings, parent: Version, samples, *, after: int, out_dir: Path, progress):
+def _train_image(settings: Settings, parent: Version, *, after: int, up_to: int, out_dir: Path, progress):
     from trainer.image_training import ImageHParams, train_image
 
-    records, new_ids = image_samples(samples, after=after)
+    async def read_samples():
+        async with _stored(settings) as (store, keys):
+            return await store.samples("image", keys=keys, up_to=up_to)
+
+    # All of them at once: the tagger, the people clusters and the search index are built over every image.
+    records, new_ids = image_samples(asyncio.run(read_samples()), after=after)
     hparams = ImageHParams()
     # new_ids=None trains the tagger afresh on everything (from scratch, or the first run).
     metrics = train_image(parent_dir=parent.path if parent.number > 0 else None, out_dir=out_dir,
                           samples=records, new_ids=new_ids if after else None, hparams=hparams, progress=progress)
-    return metrics, dataclasses.asdict(hparams), len(new_ids)
+    return metrics, dataclasses.asdict(hparams), len(new_ids), records
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=int, required=True)
     parser.add_argument("--up-to", type=int, required=True)
     parser.add_argument("--from-scratch", action="store_true")
+    parser.add_argument("--requests", type=int, default=0, help="the newest queued training request the run serves")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="exit when stdin closes: the trainer holds it open, so a killed trainer leaves no run "
                              "behind to commit a version nobody announces")
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with TrainerState(settings.data_dir).run_under_way():
         result = execute(settings, args.family, after=args.after, up_to=args.up_to, from_scratch=args.from_scratch,
-                         progress=report)
+                         requests=args.requests, progress=report)
     print(json.dumps({"result": result}), flush=True)
     return 0
 

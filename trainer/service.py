@@ -9,6 +9,10 @@ that version at its next start (every step is idempotent); killed before the wat
 from the newest version's manifest. Nothing is skipped and no samples are trained twice. The child exits with its
 trainer, so a killed trainer leaves no run behind; a trainer taking over waits until it has (see _take_over_when_free).
 
+Manual requests queue in the trainer state (learnstream/training_state.py) before their offset is committed: one
+that arrives during a run waits for it, then one run serves every request queued (from scratch if any of them is),
+and a trainer killed meanwhile leaves them to the next one. The run's manifest names the newest request it served.
+
 Without the ml extra (torch, transformers, ...) the trainer still starts and counts: a family that is due says
 once what is missing and how to install it, and its samples wait in the store, the watermark where it was.
 """
@@ -47,6 +51,8 @@ RETRY_AFTER_FAILURE_S = 10.0
 BROKER_RETRY_S = 2
 # A standby trainer (a second one on the data dir) asks this often whether the active one's lifetime lock is free.
 STANDBY_POLL_S = 1.0
+# What a failed training run's error keeps of its child's stderr (the traceback at its end).
+STDERR_TAIL_BYTES = 4000
 
 
 async def publish_model_updated(producer: AIOKafkaProducer, settings: Settings, event: dict[str, Any]) -> None:
@@ -77,11 +83,11 @@ async def finish_run(settings: Settings, producer: AIOKafkaProducer, result: dic
     TRAINING_SECONDS.labels(family=family).observe(result["metrics"].get("duration_s", 0))
 
 
-async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool,
+async def run_child(settings: Settings, family: str, *, after: int, up_to: int, from_scratch: bool, requests: int = 0,
                     on_progress=None) -> dict[str, Any]:
     """Run trainer.run in a child process; returns its result or raises RuntimeError with its stderr tail."""
     args = [sys.executable, "-m", "trainer.run", "--settings-on-stdin", "--family", family,
-            "--after", str(after), "--up-to", str(up_to), "--exit-with-parent"]
+            "--after", str(after), "--up-to", str(up_to), "--requests", str(requests), "--exit-with-parent"]
     args += ["--from-scratch"] if from_scratch else []
     # The settings (secrets included) go down stdin, never argv, which any local user reads in `ps`. stdin then
     # stays open for the child's lifetime: it closes when this process dies, however it dies.
@@ -89,7 +95,7 @@ async def run_child(settings: Settings, family: str, *, after: int, up_to: int, 
                                                  stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
     child.stdin.write(settings_to_json(settings).encode() + b"\n")
     await child.stdin.drain()
-    stderr_task = asyncio.create_task(child.stderr.read())
+    stderr_task = asyncio.create_task(_tail(child.stderr))
     result = None
     try:
         async for line in child.stdout:
@@ -104,8 +110,16 @@ async def run_child(settings: Settings, family: str, *, after: int, up_to: int, 
         raise
     stderr = (await stderr_task).decode(errors="replace")
     if code != 0 or result is None:
-        raise RuntimeError(f"training child exited with {code}: {stderr[-2000:]}")
+        raise RuntimeError(f"training child exited with {code}: {stderr}")
     return result
+
+
+async def _tail(stream: asyncio.StreamReader) -> bytes:
+    """Read a stream as it comes to its end, keeping only its last STDERR_TAIL_BYTES (what an error shows)."""
+    tail = b""
+    while chunk := await stream.read(65536):
+        tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
+    return tail
 
 
 class TrainerService:
@@ -225,8 +239,7 @@ class TrainerService:
             return
         family = message["family"]
         if topic == topics.TRAINING_REQUESTS:
-            self.schedule(family, from_scratch=bool(message.get("from_scratch")), manual=True)
-            return
+            self._queue_request(family, message)
         if isinstance(message.get("erased_from"), int):
             self._on_erasure(family, message["erased_from"])
         await self._maybe_train(family)
@@ -239,30 +252,40 @@ class TrainerService:
             log.info("%s: an erasure removed samples a model trained on; a from-scratch run is due", family)
             self.state.erasure_seen(family)
 
-    async def _maybe_train(self, family: str) -> None:
-        if family in self._runs:
-            return
-        if self.settings.retrain_after_erasure and self.state.erasures_pending(family):
-            self.schedule(family, from_scratch=True, manual=False)
-            return
-        if not self.settings.auto_train:
-            return
-        after = self.state.last_trained_id(family)
-        pending = await self.store.count(family, after=after)
-        if pending >= self.settings.threshold(family):
-            self.schedule(family, from_scratch=False, manual=False)
+    def _queue_request(self, family: str, message: dict[str, Any]) -> None:
+        """Durably, before the loop commits the request's offset; the run that serves it is _maybe_train's."""
+        kind = "from-scratch" if message.get("from_scratch") else "incremental"
+        if not self.state.request(family, event_id=str(message.get("event_id")),
+                                  from_scratch=bool(message.get("from_scratch"))):
+            log.info("%s: a %s training request already queued was delivered again", family, kind)
+        elif family in self._runs:
+            log.info("%s: a run is in progress; the %s training request waits for it", family, kind)
 
-    def schedule(self, family: str, *, from_scratch: bool, manual: bool) -> None:
+    async def _maybe_train(self, family: str) -> None:
+        """Start the run that is due, if any: queued requests first (from scratch when one of them, or an erasure,
+        asks for it), then a from-scratch run after an erasure, then an incremental one at the threshold."""
         if family in self._runs:
-            log.info("%s: a run is already in progress; the request joins the next one", family)
             return
+        requests, from_scratch_requested = self.state.requests_pending(family)
+        after_erasure = self.settings.retrain_after_erasure and self.state.erasures_pending(family) > 0
+        if requests:
+            self.schedule(family, from_scratch=from_scratch_requested or after_erasure, requests=requests,
+                          why="requested")
+        elif after_erasure:
+            self.schedule(family, from_scratch=True, why="after an erasure")
+        elif self.settings.auto_train and (await self.store.count(family, after=self.state.last_trained_id(family))
+                                           >= self.settings.threshold(family)):
+            self.schedule(family, from_scratch=False, why="threshold reached")
+
+    def schedule(self, family: str, *, from_scratch: bool, why: str, requests: int = 0) -> None:
+        """Start a run now (the caller checked that none is running). requests: the newest queued request it serves."""
         # Asked each time (a lookup, no import): packages installed meanwhile are used by the next run's child.
         if (reason := TRAINING[family].unavailable()) is not None:
             self._report_missing(family, reason)
             return
-        why = "manual" if manual else "after an erasure" if from_scratch else "threshold reached"
-        log.info("%s: Training scheduled in background (%s)", family, why)
-        self._runs[family] = asyncio.create_task(self._run(family, from_scratch=from_scratch))
+        kind = "from scratch" if from_scratch else "incremental"
+        log.info("%s: Training scheduled in background (%s, %s)", family, why, kind)
+        self._runs[family] = asyncio.create_task(self._run(family, from_scratch=from_scratch, requests=requests))
 
     def _report_missing(self, family: str, reason: str) -> None:
         """Once per family: every new sample would repeat it, and nothing changes until the packages come."""
@@ -272,7 +295,7 @@ class TrainerService:
         TRAINING_FAILURES.labels(family=family, reason="missing_dependency").inc()
         log.error("%s: cannot train, the samples wait in the store: %s", family, reason)
 
-    async def _run(self, family: str, *, from_scratch: bool) -> None:
+    async def _run(self, family: str, *, from_scratch: bool, requests: int) -> None:
         try:
             await self._recover(family)  # a run whose announcement failed (say, the broker was down) goes first
             up_to = self._training_up_to[family] = await self.store.watermark(family)
@@ -284,7 +307,7 @@ class TrainerService:
                     TRAINING_PROGRESS.labels(family=family).set(step["step"] / step["steps"])
 
             result = await run_child(self.settings, family, after=after, up_to=up_to, from_scratch=from_scratch,
-                                     on_progress=progress)
+                                     requests=requests, on_progress=progress)
             await finish_run(self.settings, self._producer, result)
             if from_scratch:
                 self.state.retrained_after(family, erasures)
@@ -294,7 +317,9 @@ class TrainerService:
             raise
         except Exception:
             TRAINING_FAILURES.labels(family=family, reason="error").inc()
-            log.exception("%s: training run failed; the samples stay pending and are retried", family)
+            log.exception("%s: training run failed; the samples stay pending and are retried%s", family,
+                          "; the requests it served are not (ask again)" if requests else "")
+            self.state.requests_served(family, requests)  # a request that fails each time must not loop
             await asyncio.sleep(RETRY_AFTER_FAILURE_S)  # no hot loop on a persistent failure
         finally:
             self._runs.pop(family, None)
