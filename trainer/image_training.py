@@ -375,7 +375,8 @@ def _pair_evidence(incidence: np.ndarray, membership: np.ndarray, mentions: np.n
                    look: np.ndarray) -> dict[str, np.ndarray]:
     """Per pair of tags (upper triangle): t, images carrying both, and e, what t would be if the tags were
     independent within each category; c, images carrying one (not the other) whose caption names the other, and
-    f, what c would be if such images named it as often as the category's images carrying neither do; g, the
+    f, what c would be if such images named it as often as the category's images carrying neither do (that rate
+    estimated with Jeffreys' prior); g, the
     cosine of the two tags' looks."""
     together = incidence.T @ incidence
     by_category = incidence.T @ membership
@@ -387,7 +388,8 @@ def _pair_evidence(incidence: np.ndarray, membership: np.ndarray, mentions: np.n
         untagged = 1 - tagged
         named += tagged.T @ (untagged * said)  # [a, b]: tagged a, not b, caption names b
         neither = untagged.T @ untagged
-        chance += (tagged.T @ untagged) * (untagged.T @ (untagged * said)) / np.maximum(neither, 1)
+        # Jeffreys' estimate of the rate: none of a few such images naming b is no proof that none ever would
+        chance += (tagged.T @ untagged) * (untagged.T @ (untagged * said) + 0.5) / (neither + 1)
     upper = np.triu_indices(len(together), 1)
     return {"t": together[upper], "e": np.maximum(expected[upper], 1e-9), "g": look[upper],
             "c": np.stack([named[upper], named.T[upper]], 1), "f": np.maximum(np.stack([chance[upper],
