@@ -154,7 +154,7 @@ class BlindWorld:
                                for owner in self.owners}
         self._owner_names = {owner: {key: int(rng.integers(len(THEMES[self.themes[key[0]]][key[1]])))
                                      for key in self._submodes} for owner in self.owners}
-        # People: a family face per household, relatives around it, one near-twin pair, a drift per person.
+        # People: a family face per household, relatives around it, two who look alike, a drift per person.
         self._household: dict[str, list[int]] = {}
         self._person_weight: dict[str, np.ndarray] = {}
         faces, drifts = [], []
@@ -163,7 +163,8 @@ class BlindWorld:
             family = rng.normal(0.0, 1.0, face_dim)
             own = rng.normal(0.0, 1.0, (size, face_dim))
             members = family_resemblance * family + np.sqrt(1.0 - family_resemblance ** 2) * own
-            members[1] = 0.75 * members[0] + 0.66 * own[1]  # a look-alike sibling
+            if size >= 2:
+                members[1] = 0.75 * members[0] + 0.66 * own[1]  # a look-alike sibling
             self._household[owner] = list(range(len(faces), len(faces) + size))
             self._person_weight[owner] = 1.0 / np.arange(1, size + 1) ** 1.1
             rng.shuffle(self._person_weight[owner])
