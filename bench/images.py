@@ -4,8 +4,8 @@ A first version is trained from scratch on half the library, a second continued 
 time ratio, one from scratch on all of it); goals are scored on the second, tags on a held-out seed. Baselines in
 the same run: suggesting the library's three most common tags to every image, and search by exact tag (no learned
 synonyms; its recall and precision measured as ours are). synonym_pairs_right: how many of the learnt synonym
-pairs are names of one concept. The headline is enhance from the embedding alone on held-out images beside k-nearest neighbours over the
-stored images' embeddings (the same input); --synonym-share below 1 gives synonyms embeddings that do not coincide.
+pairs are names of one concept. The headline is enhance from the embedding alone on held-out images beside
+k-nearest neighbours over the stored images' embeddings (the same input); --synonym-share below 1 gives synonyms embeddings that do not coincide.
 People are also scored on the held-out images' faces, which the clustering never saw (model.identify), beside
 assigning every face to its owner's nearest person centre (no cut; the same input).
 
@@ -13,9 +13,11 @@ Then the same figures (apart_*) on libraries from tests/image_synth_apart.py, a 
 tests/image_synth.py: other themes and names, a nonlinear embedding, 20+ people with unequal photo counts. Its
 model is trained from scratch on the stored library; baselines as above, in the same run on the same input.
 report_held_out_* are the training report's own figures on the held-out split of the stored library.
+And once more (blind_*) on tests/image_synth_blind.py, a third generator written by someone who had not read the
+image model, merged after the model was frozen and scored as it came, tuned on nothing.
 The last line is one JSON object.
 
-    .venv/bin/python bench/images.py [--images 1500] [--held-out 500] [--apart-dim 384]
+    .venv/bin/python bench/images.py [--images 1500] [--held-out 500] [--apart-dim 384] [--blind-dim 512]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.image_synth import (SyntheticLibrary, SyntheticWorld, anonymized_samp
                                held_out_people_f1, held_out_tag_f1, people_pairwise_f1, secrets_at_rest,
                                synonym_search_scores, unconsented_images_in_people)
 from tests.image_synth_apart import ApartWorld, apart_samples  # noqa: E402
+from tests.image_synth_blind import BlindWorld, blind_samples  # noqa: E402
 from trainer.image_training import ImageHParams, train_image  # noqa: E402
 
 
@@ -80,7 +83,8 @@ class ExactTagSearch:
         return {"results": [{"image_id": e["image_id"]} for e in self.events if q in e.get("tags", [])][:limit]}
 
 
-def search_figures(model: ImageModel, stored: SyntheticLibrary, world: SyntheticWorld | ApartWorld) -> dict:
+def search_figures(model: ImageModel, stored: SyntheticLibrary,
+                   world: SyntheticWorld | ApartWorld | BlindWorld) -> dict:
     """Synonym search recall and precision, ours and the exact-tag baseline's (synonym_search_scores for both),
     and the share of the learnt synonym pairs that are names of one concept."""
     recall, precision = synonym_search_scores(model, stored, world)
@@ -114,7 +118,7 @@ def people_figures(model: ImageModel, version: Path, held_out: SyntheticLibrary)
             "held_out_people_ratio": round(ours / baseline, 3) if baseline else None}
 
 
-def library_figures(world: ApartWorld, stored: SyntheticLibrary, held_out: SyntheticLibrary,
+def library_figures(world: ApartWorld | BlindWorld, stored: SyntheticLibrary, held_out: SyntheticLibrary,
                     samples: list[dict]) -> dict[str, object]:
     """The headline figures on a library another generator made, each beside its same-input baseline, from a
     model trained from scratch on the stored library's samples."""
@@ -142,12 +146,13 @@ def library_figures(world: ApartWorld, stored: SyntheticLibrary, held_out: Synth
         }
 
 
-def apart_figures(args: argparse.Namespace) -> dict[str, object]:
-    world = ApartWorld(dim=args.apart_dim, noise=args.apart_noise, face_noise=args.apart_face_noise,
-                       name_overlap=args.apart_name_overlap)
+def written_apart_figures(prefix: str, world: ApartWorld | BlindWorld,
+                          to_samples: Callable[[SyntheticLibrary], list[dict]],
+                          args: argparse.Namespace) -> dict[str, object]:
+    """library_figures on a stored and a held-out library of another generator's world, named prefix_*."""
     stored, held_out = world.library(args.images, seed=11), world.library(args.held_out, seed=13)
-    figures = library_figures(world, stored, held_out, apart_samples(stored))
-    return {f"apart_{name}": value for name, value in figures.items()}
+    figures = library_figures(world, stored, held_out, to_samples(stored))
+    return {f"{prefix}_{name}": value for name, value in figures.items()}
 
 
 def main() -> None:
@@ -166,6 +171,8 @@ def main() -> None:
     parser.add_argument("--apart-face-noise", type=float, default=0.45, help="... and face noise")
     parser.add_argument("--apart-name-overlap", type=float, default=0.5,
                         help="how much of its look a name shares with its concept's other names (1: the same)")
+    parser.add_argument("--blind-dim", type=int, default=512, help="the third generator's embedding dimension")
+    parser.add_argument("--blind-face-noise", type=float, default=0.4, help="... and face noise")
     args = parser.parse_args()
     world = SyntheticWorld(noise=args.noise, face_noise=args.face_noise, concept_strength=args.concept_strength,
                            synonym_share=args.synonym_share, dim=args.dim, persons_per_owner=args.persons_per_owner)
@@ -214,7 +221,11 @@ def main() -> None:
     result["baseline_tag_precision_at_3"] = round(popular_tags_precision(stored, held_out), 4)
     result["tag_precision_ratio"] = round(precision / result["baseline_tag_precision_at_3"], 3)
     result["incremental_speedup"] = round(scratch_s / incremental_s, 3)
-    result.update(apart_figures(args))
+    result.update(written_apart_figures("apart", ApartWorld(
+        dim=args.apart_dim, noise=args.apart_noise, face_noise=args.apart_face_noise,
+        name_overlap=args.apart_name_overlap), apart_samples, args))
+    result.update(written_apart_figures("blind", BlindWorld(dim=args.blind_dim, face_noise=args.blind_face_noise),
+                                        blind_samples, args))
     for name, value in result.items():
         print(f"{name:>36}: {value}")
     print(json.dumps(result))
