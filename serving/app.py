@@ -43,7 +43,8 @@ SAFETY_FLAGS_FOLLOWER = "safety_flags"
 
 # Request body limits by route; the rest (small JSON commands) get DEFAULT_BODY_LIMIT. Events may carry an image
 # embedding up to max_event_bytes, which the ingest handler checks itself (its DLQ keeps the oversized ones).
-BODY_LIMITS = {"/api/events": MAX_BODY_BYTES, "/api/chat": 64 * 1024, "/api/images/enhance": 1024 * 1024}
+BODY_LIMITS = {"/api/events": MAX_BODY_BYTES, "/api/chat": 64 * 1024, "/api/images/enhance": 1024 * 1024,
+               "/api/images/identify": 1024 * 1024}
 DEFAULT_BODY_LIMIT = 16 * 1024
 
 
@@ -168,6 +169,7 @@ class Serving:
             web.post("/api/images/enhance", self._guard("app", self.image_enhance)),
             web.get("/api/images/search", self._guard("app", self.image_search)),
             web.get("/api/images/people", self._guard("app", self.image_people)),
+            web.post("/api/images/identify", self._guard("app", self.image_identify)),
             web.get("/metrics", self._guard("admin", self.metrics, open_without_tokens=True)),
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
@@ -372,6 +374,19 @@ class Serving:
         model, _ = await self._image_model(request)
         return web.json_response({"people": model.people()})
 
+    async def image_identify(self, request: web.Request) -> web.Response:
+        """The named owner's person each face of one new image shows, or null; nothing is stored or learnt."""
+        owner = request.query.get("user_id", "")
+        if not owner.strip():
+            raise _bad_request("user_id is required: people are the named owner's")
+        faces = faces_to_identify(await _json_body(request))
+        model, version = await self._image_model(request)
+        try:
+            found = model.identify(pseudonym(self.key, "user", owner), faces)
+        except ValueError as exc:  # a face embedding of another dimension than the served people's
+            raise _bad_request(str(exc)) from None
+        return web.json_response({"people": found, "model_version": version})
+
     # ---- operations ----------------------------------------------------------------------------------------
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -394,6 +409,17 @@ class Serving:
                                 "tasks": self.supervisor.health(),
                                 "served": {f: h.version for f, h in self.holders.items()}}
         return web.json_response(body, status=200 if ready else 503)
+
+
+def faces_to_identify(body: dict[str, Any]) -> list[list[float]]:
+    """The face embeddings of POST /api/images/identify's body; 400 without face consent or for anything else."""
+    faces, consent = body.get("faces"), body.get("consent")
+    if not (isinstance(consent, dict) and consent.get("faces") is True):
+        raise _bad_request("faces are matched only with consent: give \"consent\": {\"faces\": true}")
+    if not (isinstance(faces, list) and faces and all(
+            isinstance(face, list) and face and all(isinstance(x, (int, float)) for x in face) for face in faces)):
+        raise _bad_request("faces is a non-empty list of face embeddings, each a list of numbers")
+    return faces
 
 
 async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:

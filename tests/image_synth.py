@@ -243,17 +243,23 @@ def enhance_scores(model: ImageModel, library: SyntheticLibrary,
     return right_tags / (3 * len(library.events)), right_categories / len(library.events)
 
 
-def synonym_search_recall(model: ImageModel, library: SyntheticLibrary, world: SyntheticWorld) -> float:
-    """Each name of each synonym group as a query, limited to as many results as there are relevant images (the
-    stored images tagged with any name of the group): the share of relevant images found."""
-    found = relevant_total = 0
+def synonym_search_scores(model: ImageModel, library: SyntheticLibrary, world: SyntheticWorld) -> tuple[float, float]:
+    """(recall, precision): each name of each synonym group as a query, limited to as many results as there are
+    relevant images (the stored images tagged with any name of the group); recall is the share of relevant images
+    found, precision the share of returned images that are relevant (1.0 when nothing is returned)."""
+    found = relevant_total = returned = 0
     for group in world.synonym_groups:
         relevant = {e["image_id"] for e in library.events if set(e.get("tags", [])) & set(group)}
         for name in group:
-            results = model.search(name, limit=len(relevant))["results"]
-            found += len(relevant & {r["image_id"] for r in results})
+            results = {r["image_id"] for r in model.search(name, limit=len(relevant))["results"]}
+            found += len(relevant & results)
             relevant_total += len(relevant)
-    return found / relevant_total
+            returned += len(results)
+    return found / relevant_total, found / returned if returned else 1.0
+
+
+def synonym_search_recall(model: ImageModel, library: SyntheticLibrary, world: SyntheticWorld) -> float:
+    return synonym_search_scores(model, library, world)[0]
 
 
 def people_pairwise_f1(model: ImageModel, library: SyntheticLibrary) -> float:

@@ -1,5 +1,6 @@
 """The photo-library loop on the real broker: image events -> anonymized store -> image training at the
-threshold -> hot swap -> enhance, search and people answer from the new version; nothing identifying at rest."""
+threshold -> hot swap -> enhance, search, people and identify answer from the new version; nothing identifying at
+rest."""
 
 from __future__ import annotations
 
@@ -50,12 +51,20 @@ async def test_image_loop_learns_and_serves(make_settings, start_pipeline):
             found = await r.json()
         async with http.get(f"{base}/api/images/people") as r:
             people = (await r.json())["people"]
+        clustered = {image_id for person in people for image_id in person["image_ids"]}
+        seen = next(e for e in library.events if e["image_id"] in clustered)
+        faces = {"faces": [face["embedding"] for face in seen["faces"]], "consent": {"faces": True}}
+        async with http.post(f"{base}/api/images/identify", params={"user_id": seen["user_id"]}, json=faces) as r:
+            identified = await r.json()
         async with http.get(f"{base}/api/ai/training-status") as r:
             image_status = (await r.json())["families"]["image"]
     assert enhanced["model_version"] == 1 and enhanced["category"] == category
     assert len(enhanced["suggested_tags"]) >= 3 and enhanced["description"]
     assert found["results"] and found["expanded_terms"]
     assert people and all(p["image_ids"] for p in people)
+    assert identified["model_version"] == 1 and len(identified["people"]) == len(seen["faces"])
+    assert set(identified["people"]) - {None} <= {p["person_id"] for p in people if seen["image_id"] in p["image_ids"]}
+    assert any(identified["people"])
     assert image_status["report"]["total_images"] == N and image_status["served_version"] == 1
 
     no_consent = {e["image_id"] for e in library.events if not e["consent"].get("faces")}

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, strategies as st
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 from transformers import modeling_utils
@@ -23,7 +25,7 @@ from learnstream.config import FAMILIES, Settings
 from learnstream.pseudonym import pseudonym
 from learnstream.registry import MANIFEST, Registry
 from serving import safety
-from serving.app import Serving
+from serving.app import Serving, faces_to_identify
 from tests.remote_standin import RemoteStandin
 from trainer.run import ensure_base
 
@@ -40,6 +42,8 @@ CRISIS = {  # message -> the category it is flagged with
     "I have been cutting my arms again": "self_harm",
     "my partner hits me when he is drunk": "abuse",
 }
+
+IDENTIFY = {"faces": [[0.1, 0.2]], "consent": {"faces": True}}  # a body POST /api/images/identify takes
 
 Serve = Callable[..., Awaitable[tuple[TestClient, Serving]]]
 
@@ -125,6 +129,7 @@ async def test_with_tokens_every_endpoint_needs_its_role(serve: Serve) -> None:
         ("POST", "/api/images/enhance", {"caption": "a red dress"}, "app", 200),
         ("GET", "/api/images/search?q=dress&user_id=u-1", None, "app", 200),
         ("GET", "/api/images/people?user_id=u-1", None, "app", 200),
+        ("POST", "/api/images/identify?user_id=u-1", IDENTIFY, "app", 200),
     ]
     for method, path, body, least, success in routes:
         for role in (None, *RANK):
@@ -392,3 +397,33 @@ async def test_image_enhance_needs_something_to_describe(serve: Serve) -> None:
     answer = await response.json()
     assert set(answer) == {"description", "suggested_tags", "category", "model_version"}
     assert answer["model_version"] == 0
+
+
+async def test_image_identify_needs_an_owner_face_consent_and_faces(serve: Serve) -> None:
+    client, _ = await serve()
+    assert (await client.post("/api/images/identify", json=IDENTIFY)).status == 400  # no owner named
+    for body in ({"faces": [[0.1]]}, {**IDENTIFY, "consent": {"faces": "yes"}}, {**IDENTIFY, "consent": True},
+                 {**IDENTIFY, "faces": []}, {**IDENTIFY, "faces": [[]]}, {**IDENTIFY, "faces": [["x"]]},
+                 {**IDENTIFY, "faces": [0.1]}, [IDENTIFY]):
+        response = await client.post("/api/images/identify?user_id=u-1", json=body)
+        assert response.status == 400 and "error" in await response.json(), body
+    response = await client.post("/api/images/identify?user_id=u-1", json=IDENTIFY)
+    assert response.status == 200
+    assert await response.json() == {"people": [None], "model_version": 0}  # version 0 knows nobody
+
+
+_NUMBER = st.integers() | st.floats(allow_nan=False)
+_ANY = st.none() | st.booleans() | _NUMBER | st.text(max_size=3)
+_FACES = st.lists(st.lists(_NUMBER | _ANY, max_size=4) | _ANY, max_size=3) | _ANY
+_CONSENT = st.sampled_from([{"faces": True}, {"faces": False}, {"faces": 1}, {}, True, None])
+
+
+@given(st.fixed_dictionaries({}, optional={"faces": _FACES, "consent": _CONSENT, "other": _ANY}))
+def test_identify_bodies_are_faces_with_consent_or_a_400(body: dict) -> None:
+    try:
+        faces = faces_to_identify(body)
+    except web.HTTPBadRequest as refused:
+        assert "error" in orjson.loads(refused.text)
+        return
+    assert body["consent"]["faces"] is True and faces
+    assert all(face and all(isinstance(x, (int, float)) for x in face) for face in faces)

@@ -4,7 +4,7 @@ Learned, and written in the format serving/image_model.py defines (safetensors f
 a) the tagger, continued from the parent's weights on new images plus a replay of older ones; from scratch when
    there is no usable parent, the embedding dimension or width changed, or an image the parent learned from is gone
    (erased or replaced: its influence must leave the weights). Vocabulary changes map rows by name;
-b) category patterns; c) tag synonyms (look and context); d) people (per owner, a data-chosen cut; ids kept from the parent's people);
+b) category patterns; c) tag synonyms (company, then a mixture over co-occurrence, captions and look); d) people (per owner, a data-chosen cut; ids kept from the parent's people);
 e) the search index; f) the seed's training report, with each part's quality on the held-out split.
 Everything but the tagger is recomputed from the current samples every run, so erased images leave it at once.
 Labels used by fewer than `min_label_owners` owners never enter the shared vocabulary: one family's pet name or
@@ -29,7 +29,7 @@ import torch
 from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file as load_tensors, save_file as save_tensors
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import nbinom, poisson
+from scipy.stats import nbinom, norm
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
@@ -59,10 +59,7 @@ class ImageHParams:
     min_label_owners: int = 2  # ... and this many owners use it (a label one owner uses may identify them)
     pattern_terms: int = 10  # common caption words and co-occurring tags listed per category
     synonym_min_images: int = 5  # tags on fewer embedded images are too noisy to compare
-    synonym_context: float = 0.6  # least similarity of the company two synonyms keep (other tags, categories)
-    synonym_look: float = 0.6  # least similarity of two visible tags' effects on the image embedding
-    synonym_visible_ratio: float = 1.5  # a tag's effect on the look is visible at this many standard errors
-    synonym_em_steps: int = 300  # EM steps fitting the written-apart mixture (see _written_apart)
+    synonym_em_steps: int = 300  # EM steps fitting the synonym mixture (see _synonym_mixture)
     look_quantile: float = 0.2  # search matches a tag by look from the similarity this share of its images is below
     min_person_faces: int = 2  # faces needed before a group becomes a person
     person_match_distance: float = 0.5  # furthest a cluster's centre may be from a parent person's to keep its id
@@ -312,10 +309,11 @@ _RIDGE = 1.0  # keeps the per-tag look effects defined for tags that always come
 
 def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str, list[list[Any]]]:
     """tag -> [[synonym, score, why]] (why: the evidence that held, for search's expanded_terms). Two tags are
-    synonyms when they keep the same company (the other tags and the categories they come with) and either
-    * both visibly change how an image looks, in the same way (car and automobile; cat and dog look different), or
-    * people write one name or the other (also when their looks differ: bench/images.py --synonym-share below
-      1): the posterior of _written_apart's mixture, learnt on this library, is above one half."""
+    synonyms when they keep the same company (the other tags and the categories they come with) and the
+    posterior of _synonym_mixture, a mixture learnt on this library from three kinds of evidence (how seldom
+    they come together, how often a caption uses the other name, how alike they look), is above the data's own
+    cut (Otsu's split of every pair's posterior). Any one kind may be missing from a library and then weighs
+    nothing: outside data need not give a synonym its twin's look (bench/images.py --synonym-share below 1)."""
     rows = [i for i in images if i["category"] and i["tags"]]
     counts = Counter(t for i in rows for t in set(i["tags"]))
     candidates = [t for t in tags if counts[t] >= hp.synonym_min_images]
@@ -325,31 +323,39 @@ def _synonyms(images: list[dict], tags: list[str], hp: ImageHParams) -> dict[str
     incidence = np.zeros((len(rows), len(candidates)))
     for k, image in enumerate(rows):
         incidence[k, [column[t] for t in image["tags"] if t in column]] = 1
-    categories = sorted({i["category"] for i in rows})
-    membership = np.zeros((len(rows), len(categories)))
-    membership[np.arange(len(rows)), [categories.index(i["category"]) for i in rows]] = 1
+    membership, owners = _one_hot([i["category"] for i in rows]), _one_hot([i["owner"] for i in rows])
     context = _company(incidence, membership)
     tag_terms = [set(terms_of(tag)) for tag in candidates]
     caption_terms = [set(terms_of(i["caption"] or "")) for i in rows]
     mentions = np.asarray([[bool(terms) and terms <= caption for terms in tag_terms] for caption in caption_terms],
                           float)
-    apart = _written_apart(incidence, membership, mentions, hp)
-    look, visible = _look_alike(rows, incidence, membership, hp)
-    both_visible = visible[:, None] & visible[None, :]
-    # Either evidence suffices: outside data need not give a synonym its twin's look (people who write "lorry"
-    # may photograph other trucks), but two names people write one or the other of are synonyms all the same.
-    looks_alike = both_visible & (look >= hp.synonym_look)
-    # The cut on the learnt posterior is the data's own: Otsu's split of every pair's posterior.
-    written_apart = apart > _otsu(apart[np.triu_indices(len(candidates), 1)])
-    same = (context >= hp.synonym_context) & (looks_alike | written_apart)
-    np.fill_diagonal(same, False)
-    score = (context + np.where(looks_alike, look, apart)) / 2
+    # Only pairs that keep the same company can be names of one thing, and the mixture is fitted on those: the
+    # company cut is the data's own (Otsu's split of every pair's), as is the posterior's below.
+    upper = np.triu_indices(len(candidates), 1)
+    company = context[upper] > _otsu(context[upper])
+    if company.sum() < 2:
+        return {}
+    evidence = _pair_evidence(incidence, membership, mentions, _look(rows, incidence, membership, owners))
+    posterior, favoured = _synonym_mixture({name: values[company] for name, values in evidence.items()}, hp)
     synonyms: dict[str, list[list[Any]]] = {}
-    for a, b in zip(*np.nonzero(same)):
-        why = ["same company"] + (["looks alike"] if looks_alike[a, b] else []) + (
-            ["written apart"] if written_apart[a, b] else [])
-        synonyms.setdefault(candidates[a], []).append([candidates[b], round(float(score[a, b]), 4), ", ".join(why)])
+    cut = _otsu(posterior)  # the data's own split of the posteriors
+    for a, b, p, kinds in zip(upper[0][company], upper[1][company], posterior, favoured):
+        if p > cut:
+            why = ", ".join(["same company"] + [kind for kind, held in zip(_EVIDENCE, kinds) if held])
+            for one, other in ((a, b), (b, a)):
+                synonyms.setdefault(candidates[one], []).append(
+                    [candidates[other], round(float((context[a, b] + p) / 2), 4), why])
     return {tag: sorted(found, key=lambda pair: (-pair[1], pair[0])) for tag, found in sorted(synonyms.items())}
+
+
+_EVIDENCE = ("seldom together", "captions use the other name", "looks alike")  # _pair_evidence's kinds, in order
+
+
+def _one_hot(labels: list[str]) -> np.ndarray:
+    names = sorted(set(labels))
+    matrix = np.zeros((len(labels), len(names)))
+    matrix[np.arange(len(labels)), [names.index(label) for label in labels]] = 1
+    return matrix
 
 
 def _company(incidence: np.ndarray, membership: np.ndarray) -> np.ndarray:
@@ -365,63 +371,102 @@ def _company(incidence: np.ndarray, membership: np.ndarray) -> np.ndarray:
         np.maximum((squares[:, None] - pair_share ** 2) * (squares[None, :] - pair_share.T ** 2), 1e-12))
 
 
-def _written_apart(incidence: np.ndarray, membership: np.ndarray, mentions: np.ndarray,
-                   hp: ImageHParams) -> np.ndarray:
-    """Tag by tag, the posterior that two tags are names people write one or the other of, from a mixture fitted
-    to this library by EM (no threshold to tune). Per pair: t, images carrying both, against e, what t would be
-    if the tags were independent within each category; and c, images carrying one whose caption names the other,
-    against its chance f. Unrelated pairs: t ~ negative binomial (mean r0 e, dispersion learnt; tags that go
-    together make it wider than Poisson), c ~ Poisson(f). Synonym pairs: t ~ Poisson(rho e), rho <= 1 (they
-    seldom come together), c ~ Poisson(lam f), lam >= 1 (a caption may use the other name). A library whose
-    captions never do so learns lam = 1, and captions then weigh nothing."""
+def _pair_evidence(incidence: np.ndarray, membership: np.ndarray, mentions: np.ndarray,
+                   look: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pair of tags (upper triangle): t, images carrying both, and e, what t would be if the tags were
+    independent within each category; c, images carrying one (not the other) whose caption names the other, and
+    f, what c would be if such images named it as often as the category's images carrying neither do (that rate
+    estimated with Jeffreys' prior); g, the
+    cosine of the two tags' looks."""
     together = incidence.T @ incidence
     by_category = incidence.T @ membership
-    expected = np.maximum((by_category / np.maximum(membership.sum(0), 1)) @ by_category.T, 1e-9)
-    untagged = 1 - incidence
-    rate = (membership.T @ (mentions * untagged)) / np.maximum(membership.T @ untagged, 1)  # category x tag
-    named = incidence.T @ (mentions * untagged)  # [a, b]: images tagged a, not b, whose caption names b
-    chance = np.maximum(by_category @ rate, 1e-9)
+    expected = (by_category / np.maximum(membership.sum(0), 1)) @ by_category.T
+    named = np.zeros_like(together)
+    chance = np.zeros_like(together)
+    for category in membership.T.astype(bool):
+        tagged, said = incidence[category], mentions[category]
+        untagged = 1 - tagged
+        named += tagged.T @ (untagged * said)  # [a, b]: tagged a, not b, caption names b
+        neither = untagged.T @ untagged
+        # Jeffreys' estimate of the rate: none of a few such images naming b is no proof that none ever would
+        chance += (tagged.T @ untagged) * (untagged.T @ (untagged * said) + 0.5) / (neither + 1)
     upper = np.triu_indices(len(together), 1)
-    t, e = together[upper], expected[upper]
-    c, f = named[upper] + named.T[upper], chance[upper] + chance.T[upper]
-    share, rho, lam, r0, spread = 0.05, 0.2, 2.0, 1.0, 0.1  # starting guesses only
+    return {"t": together[upper], "e": np.maximum(expected[upper], 1e-9), "g": look[upper],
+            "c": np.stack([named[upper], named.T[upper]], 1), "f": np.maximum(np.stack([chance[upper],
+                                                                                      chance.T[upper]], 1), 1e-9)}
+
+
+def _synonym_mixture(evidence: dict[str, np.ndarray], hp: ImageHParams) -> tuple[np.ndarray, np.ndarray]:
+    """(posterior, favoured): per pair, the posterior that two tags are names of one thing, from a two-class
+    mixture fitted to this library by EM (no threshold to tune), and which kinds of evidence (_EVIDENCE) lean
+    that way. t is negative binomial with mean (rate x e), each of c's two directions negative binomial with mean
+    (rate x f), g normal. Unrelated pairs' captions name the other tag at chance (rate 1); synonyms' at a learnt
+    rate of at least 1 (a caption may use the other name); synonyms come together at a learnt rate at most the
+    unrelated pairs' (people write one name or the other), and look at least as alike on average. Each count's
+    dispersion is learnt and shared by both classes (tags that go together, or captions naming a popular thing,
+    make counts wider than Poisson), so a class cannot win a pair by being vaguer. A library whose captions never
+    use the other name learns rate 1 for synonyms too, and that evidence then weighs nothing; so for the look."""
+    t, e, c, f, g = (evidence[name] for name in "tecfg")
+    share, together, named, spreads = 0.05, [1.0, 0.2], [1.0, 2.0], [0.1, 0.1]  # starting guesses only
+    deviation = float(g.std()) + 1e-3
+    looks = [(float(g.mean()), deviation), (float(g.mean()) + deviation, deviation)]
+    terms = np.zeros((len(t), len(_EVIDENCE)))
     posterior = np.zeros(len(t))
     for _ in range(hp.synonym_em_steps):
-        mean, size = r0 * e, 1 / spread
-        synonym = np.log(share) + poisson.logpmf(t, rho * e) + poisson.logpmf(c, lam * f)
-        unrelated = np.log(1 - share) + nbinom.logpmf(t, size, size / (size + mean)) + poisson.logpmf(c, f)
-        posterior = 1 / (1 + np.exp(np.clip(unrelated - synonym, -50, 50)))
-        rest = 1 - posterior
+        terms = np.stack([
+            _nbinom_logpmf(t, together[1] * e, spreads[0]) - _nbinom_logpmf(t, together[0] * e, spreads[0]),
+            (_nbinom_logpmf(c, named[1] * f, spreads[1]) - _nbinom_logpmf(c, f, spreads[1])).sum(1),
+            norm.logpdf(g, *looks[1]) - norm.logpdf(g, *looks[0])], axis=1)
+        posterior = 1 / (1 + np.exp(np.clip(np.log((1 - share) / share) - terms.sum(1), -50, 50)))
         share = float(np.clip(posterior.mean(), 1e-4, 0.5))  # synonyms are the fewer pairs
-        rho = min(float((posterior * t).sum() / max((posterior * e).sum(), 1e-9)), 1.0)
-        lam = max(float((posterior * c).sum() / max((posterior * f).sum(), 1e-9)), 1.0)
-        r0 = float((rest * t).sum() / max((rest * e).sum(), 1e-9))
-        mean = r0 * e
-        spread = max(float((rest * ((t - mean) ** 2 - mean)).sum() / max((rest * mean ** 2).sum(), 1e-9)), 1e-3)
-    result = np.zeros_like(together, dtype=float)
-    result[upper] = posterior
-    return result + result.T
+        weights = np.stack([1 - posterior, posterior], 1)
+        together = [_rate(t, e, weights[:, 0]), _rate(t, e, weights[:, 1])]
+        together[1] = min(together[1], together[0])
+        named = [1.0, max(_rate(c, f, weights[:, 1:]), 1.0)]
+        spreads = [_shared_spread(t[:, None], e[:, None] * np.asarray(together), weights),
+                   _shared_spread(c[:, :, None], f[:, :, None] * np.asarray(named), weights[:, None, :])]
+        looks = [_weighted_normal(g, weights[:, 0]), _weighted_normal(g, weights[:, 1])]
+        looks[1] = (max(looks[1][0], looks[0][0]), looks[1][1])
+    return posterior, terms > 0
 
 
-def _look_alike(rows: list[dict], incidence: np.ndarray, membership: np.ndarray,
-                hp: ImageHParams) -> tuple[np.ndarray, np.ndarray]:
-    """(look, visible). Each tag's own effect on the embedding, relative to its category's mean, by ridge
-    regression (a tag's mean image also carries the tags it comes with, which made unrelated tags of a category
-    look alike); look is the cosine of two effects. visible: the effect stands out of the noise by
-    synonym_visible_ratio standard errors."""
+def _nbinom_logpmf(counts: np.ndarray, mean: np.ndarray, spread: float) -> np.ndarray:
+    """log P(counts) under a negative binomial of this mean and variance mean + spread x mean^2."""
+    size = 1 / spread
+    return nbinom.logpmf(counts, size, size / (size + mean))
+
+
+def _rate(counts: np.ndarray, baseline: np.ndarray, weights: np.ndarray) -> float:
+    return max(float((weights * counts).sum() / max((weights * baseline).sum(), 1e-9)), 1e-6)
+
+
+def _shared_spread(counts: np.ndarray, means: np.ndarray, weights: np.ndarray) -> float:
+    """The dispersion of negative binomials with these means (the last axis: the class), by weighted moments."""
+    excess = (weights * ((counts - means) ** 2 - means)).sum()
+    return max(float(excess / max((weights * means ** 2).sum(), 1e-9)), 1e-3)
+
+
+def _weighted_normal(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    total = max(float(weights.sum()), 1e-9)
+    mean = float((weights * values).sum() / total)
+    return mean, max(float(np.sqrt((weights * (values - mean) ** 2).sum() / total)), 1e-3)
+
+
+def _look(rows: list[dict], incidence: np.ndarray, membership: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Tag by tag, the cosine of two tags' own effects on the image embedding: a ridge regression of the
+    embeddings on the tags, the category and the owner (a tag's mean image also carries the tags it comes with,
+    its category and the camera of the owners who write it: unrelated tags of one category, or two names that
+    different owners prefer, looked alike or apart for those reasons alone)."""
     tags = incidence.shape[1]
     dim = _common_length([i["embedding"] for i in rows])
     embedded = np.array([bool(i["embedding"]) and len(i["embedding"]) == dim for i in rows])
     if embedded.sum() < 2:
-        return np.zeros((tags, tags)), np.zeros(tags, bool)
+        return np.zeros((tags, tags))
     x = unit_rows(np.asarray([i["embedding"] for i, keep in zip(rows, embedded) if keep], float))
-    incidence, membership = incidence[embedded], membership[embedded]
-    residual = x - membership @ ((membership.T @ x) / np.maximum(membership.sum(0), 1)[:, None])
-    effects = np.linalg.solve(incidence.T @ incidence + _RIDGE * np.eye(tags), incidence.T @ residual)
-    noise_per_image = ((residual - incidence @ effects) ** 2).sum() / len(x)  # squared norm
-    standard_error = noise_per_image / np.maximum(incidence.sum(0), 1)
-    visible = (effects ** 2).sum(1) >= hp.synonym_visible_ratio ** 2 * standard_error
-    return unit_rows(effects) @ unit_rows(effects).T, visible
+    design = np.hstack([incidence, membership, owners])[embedded]
+    coefficients = np.linalg.solve(design.T @ design + _RIDGE * np.eye(design.shape[1]), design.T @ x)
+    effects = unit_rows(coefficients[:tags])
+    return effects @ effects.T
 
 
 # --- d) people ----------------------------------------------------------------------------------------------------
