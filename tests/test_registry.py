@@ -273,15 +273,17 @@ def half_built(registry: Registry, family: str = "chat") -> list[str]:
 
 
 def training_children(settings: Settings) -> list[int]:
-    """Pids of `python -m trainer.run` processes working on this test's data dir."""
+    """Pids of `python -m trainer.run` processes working on this test's data dir: its settings come on stdin, so
+    the data dir is found among its open files (it holds the run lock there for the whole run)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
             command = (entry / "cmdline").read_bytes().decode(errors="replace") if entry.name.isdigit() else ""
-        except OSError:
+            if "trainer.run" in command and any(
+                    os.readlink(fd).startswith(str(settings.data_dir)) for fd in (entry / "fd").iterdir()):
+                found.append(int(entry.name))
+        except OSError:  # the process ended, or one of its files closed, while being read
             continue
-        if "trainer.run" in command and str(settings.data_dir) in command:
-            found.append(int(entry.name))
     return found
 
 
@@ -309,6 +311,7 @@ async def test_the_trainer_killed_mid_run_leaves_nothing_visible_and_the_next_ru
             await wait_until(lambda: holder.version == 0, timeout=120, what="the base model being served")
             # A run is under way once its half-built version exists.
             await wait_until(lambda: half_built(registry), timeout=120, what="a training run")
+            assert training_children(settings), "the run's child is not found: the exit check below would be empty"
             trainer.kill()
             await wait_until(lambda: not training_children(settings), timeout=10, what="the training child's exit")
             assert registry.numbers("chat") == [0] and registry.served("chat") == 0
