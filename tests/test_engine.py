@@ -162,7 +162,8 @@ async def test_swaps_under_concurrent_chat_fail_no_request_and_free_the_old_engi
     async with asyncio.timeout(120):
         for number in (1, 0, 1, 0):
             engines.append(weakref.ref(holder.current.model.engine))
-            assert await holder.swap_to(number)  # returns once the old model's requests have all ended
+            assert await holder.swap_to(number)  # returns once the new model is served
+            await holder.released()  # the old model's requests have all ended, new ones went to the new model
         swapping = False
         await asyncio.gather(*chatters)
     failed = [(status, final) for status, final in answers if status != 200 or final.get("backend") != "local"]

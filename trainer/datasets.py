@@ -28,10 +28,14 @@ class DrawnPool(Sequence[Dialogue]):
         return self._drawn[index]
 
 
+# What lineage needs of each sample read: whose it is and when it was appended (learnstream.store.erasure_instant).
+LINEAGE_FIELDS = ("owner", "ts", "appended_at")
+
+
 async def chat_dialogues(store: Store, keys: KeyStore, *, after: int, up_to: int, draw: ReplayDraw
                          ) -> tuple[list[Dialogue], DrawnPool, list[dict[str, Any]]]:
     """(the conversations with a sample newer than `after`: what this run learns; the older ones: the replay pool
-    that keeps what was learnt; the samples read, as {"owner", "ts"}). Conversations come in the order of their
+    that keeps what was learnt; the samples read, with the fields lineage dates them by). Conversations come in the order of their
     first sample; only the new ones and the older ones `draw` picks are read from the store."""
     groups = await store.groups("chat", up_to=up_to)
     new = [group for group, newest in groups if newest > after]
@@ -41,7 +45,7 @@ async def chat_dialogues(store: Store, keys: KeyStore, *, after: int, up_to: int
     read = []
     async for sample_id, sample in store.iter_samples("chat", keys=keys, up_to=up_to, groups=list(turns)):
         turns[sample["session"]].append((sample["ts"], sample_id, sample["role"], sample["text"]))
-        read.append({"owner": sample["owner"], "ts": sample["ts"]})
+        read.append({field: sample[field] for field in LINEAGE_FIELDS if field in sample})
 
     def dialogue(group: str) -> Dialogue:
         return [(role, text) for _, _, role, text in sorted(turns.pop(group))]
