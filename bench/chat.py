@@ -7,7 +7,8 @@ messages, and the same run measures two ways of answering them, on the same prom
 max_new_tokens, decoding greedily so both write the same tokens:
 
 * ours: serving.engine.GenerationEngine through its asyncio front on the model as serving loads it (linear layers
-  packed for oneDNN, serving/cpu_layers.py), as serving's POST /api/chat uses it (one torch thread);
+  packed for oneDNN, serving/cpu_layers.py), as serving's POST /api/chat uses it (the lean GPT-2 step of
+  serving/decoding_step.py, torch's thread count chosen step by step from measured step times);
 * baseline: one request at a time through model.generate (serving.generation.generate_reply, what serving ran
   before the engine) on the plain model with torch's default threads, concurrent users queueing for it;
   baseline_1_thread is the same with one torch thread, to show what the engine adds beyond the thread count.
@@ -211,7 +212,9 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
           f"on the engine {step_ms:.1f} ms ({step_ms / step_bound_ms:.2f}x), of which CPU time {step_cpu_ms:.1f} ms "
           f"({step_cpu_ms / step_bound_ms:.2f}x; the rest is time off the CPU)", file=sys.stderr, flush=True)
     return {"results": results, "bandwidth_gb_s": bandwidth / 1e9, "step_bound_ms": step_bound_ms,
-            "step_ms": step_ms, "step_cpu_ms": step_cpu_ms, "engine_threads": engine.threads}
+            "step_ms": step_ms, "step_cpu_ms": step_cpu_ms,
+            "engine_threads": {"among": list(engine.threads.counts),
+                               "chosen_by_users": {str(count): engine.threads.best(count) for count in users}}}
 
 
 def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int) -> dict:

@@ -28,18 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from learnstream.metrics import CHAT_BATCH_SIZE, CHAT_TOKENS, CHAT_TTFT_SECONDS
+from serving.decoding_step import decoding_step
 from serving.generation import GenerationSettings, context_ids
 from serving.holders import release_memory
+from serving.thread_choice import ThreadChoice, thread_counts
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 8  # sequences decoded together; more would wait for a slot (memory and step time grow with it)
-# torch threads of the engine thread. A decoding step is ~700 small ops, each a parallel region whose threads
-# meet at a barrier: when another runnable thread (the event loop, the HTTP server, other processes) takes one of
-# the cores, every op waits for the descheduled worker, and on this 2-core box at load 5-9 a step with 2 threads
-# took 5-10x as long as with one. One thread reads the weights about as fast as two here (a warm copy moved
-# 9-10 GB/s with either) and a step is mostly that read, so one thread should cost little on an idle machine too.
-ENGINE_THREADS = 1
 
 
 @dataclass(eq=False)
@@ -58,17 +54,20 @@ class GenerationEngine:
 
     The engine thread starts with the first request, from the requester's thread: a thread started from the
     holder's niced loader would inherit its low priority. warm_up() runs in the caller's thread before that.
+    threads: the torch thread counts the engine chooses among, step by step (serving/thread_choice.py); by
+    default 1, 2, 4, ... up to the cores the process may use.
     """
 
     def __init__(self, model: Any, tokenizer: Any, settings: GenerationSettings, *,
-                 max_batch: int = MAX_BATCH, threads: int = ENGINE_THREADS) -> None:
+                 max_batch: int = MAX_BATCH, threads: Sequence[int] | None = None) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token to separate turns")
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_batch = max_batch
-        self.threads = threads
+        self.threads = ThreadChoice(thread_counts() if threads is None else threads)
+        self._forward = decoding_step(model)
         self._eos = tokenizer.eos_token_id
         config = model.generation_config
         self._suppress = list(getattr(config, "suppress_tokens", None) or [])
@@ -111,7 +110,7 @@ class GenerationEngine:
                              None, Future(), time.monotonic())
         self._waiting.append(sequence)
         while not sequence.future.done():
-            self._step()
+            self._step(measured=False)  # the caller's thread: its thread count and first-call times are not ours
         sequence.future.result()  # a model that cannot reply fails its load (the holder keeps the old one)
 
     def close(self) -> None:
@@ -124,11 +123,6 @@ class GenerationEngine:
     # ---- the engine thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        import torch
-
-        # torch's thread count is kept per thread once a thread has run an op (OpenMP's and MKL's), so this sets
-        # the engine's own; threads started later start from it too.
-        torch.set_num_threads(self.threads)
         while True:
             with self._wake:
                 while not self._waiting and self._batch is None and not self._closed:
@@ -136,18 +130,19 @@ class GenerationEngine:
                 if self._closed and not self._waiting and self._batch is None:
                     break
             self._step()
-        self.model = self.tokenizer = None  # the holder may have trimmed the heap before this thread let go
+        self.model = self.tokenizer = self._forward = None  # the holder may have trimmed the heap before this thread let go
         release_memory()
 
-    def _step(self) -> None:
-        """Let waiting sequences join, then decode one token for every sequence in the batch."""
+    def _step(self, *, measured: bool = True) -> None:
+        """Let waiting sequences join, then decode one token for every sequence in the batch. measured: the
+        decoding runs with the thread count self.threads chooses, and tells it how long it took."""
         import torch
 
         try:
             with torch.inference_mode():
                 self._admit()
                 if self._batch is not None:
-                    self._decode()
+                    self._decode(measured=measured)
         except Exception as error:  # the model's failure fails the batch's requests, never the engine
             log.error("chat engine: a step failed (%s); the requests in it fail", type(error).__name__)
             if self._batch is not None:
@@ -199,7 +194,7 @@ class GenerationEngine:
         batch = _Batch(joiners, output.past_key_values, mask, mask.sum(-1), seen)
         return batch, *self._sample(output.logits[:, -1, :], batch, first=True)
 
-    def _decode(self) -> None:
+    def _decode(self, *, measured: bool) -> None:
         import torch
 
         batch = self._batch
@@ -207,14 +202,19 @@ class GenerationEngine:
         if not batch.sequences:
             self._batch = None
             return
-        CHAT_BATCH_SIZE.observe(len(batch.sequences))
+        rows = len(batch.sequences)
+        CHAT_BATCH_SIZE.observe(rows)
         last = torch.tensor([[sequence.tokens[-1]] for sequence in batch.sequences], device=batch.mask.device)
         batch.mask = torch.cat([batch.mask, torch.ones_like(last)], dim=1)
-        output = self.model(input_ids=last, attention_mask=batch.mask, position_ids=batch.positions[:, None],
-                            past_key_values=batch.cache, use_cache=True)
-        batch.cache = output.past_key_values
+        threads = self.threads.next(rows) if measured else torch.get_num_threads()
+        if torch.get_num_threads() != threads:  # kept per OS thread; the prefills run with it too
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        logits = self._forward(last, batch.mask, batch.positions[:, None], batch.cache)
+        if measured:
+            self.threads.observe(threads, rows, time.perf_counter() - started)
         batch.positions = batch.positions + 1
-        tokens, log_probs = self._sample(output.logits[:, -1, :], batch, first=False)
+        tokens, log_probs = self._sample(logits, batch, first=False)
         batch.keep([self._advance(sequence, token, log_prob, first=False)
                     for sequence, token, log_prob in zip(batch.sequences, tokens, log_probs)])
         self._batch = batch if batch.sequences else None

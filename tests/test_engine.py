@@ -13,10 +13,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from serving.chat_model import quantized_int8
 from serving.cpu_layers import PackedLinear, prepacked
+from serving.decoding_step import decoding_step
 from serving.engine import GenerationEngine
 from serving.generation import GenerationSettings, generate_reply
 from tests.test_generation import CORPUS, talkative_model, tokenizer  # noqa: F401 - fixtures
@@ -202,6 +204,37 @@ def test_int8_model_replies_through_the_engine_and_stays_close_to_fp32(talkative
             assert reply and 0.0 < confidence <= 1.0
     finally:
         engine.close()
+
+
+def gpt2_with(tokenizer, **config):  # noqa: F811
+    torch.manual_seed(1)
+    eos = tokenizer.eos_token_id
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                                      bos_token_id=eos, eos_token_id=eos, **config)).eval()
+
+
+@pytest.mark.parametrize("prepare", [lambda m: m, prepacked, quantized_int8], ids=["plain", "packed", "int8"])
+@pytest.mark.parametrize("config", [{}, {"scale_attn_by_inverse_layer_idx": True},
+                                    {"activation_function": "relu"}], ids=["gpt2", "layer-scaled", "relu"])
+def test_a_decoding_step_gives_the_forward_logits_on_a_left_padded_batch(tokenizer, prepare, config) -> None:  # noqa: F811
+    model = prepare(gpt2_with(tokenizer, **config))
+    contexts = [tokenizer.encode(text) for text in (CORPUS[0], " ".join(CORPUS[:3]), "ok")]
+    width = max(map(len, contexts))
+    ids = torch.tensor([[tokenizer.eos_token_id] * (width - len(c)) + c for c in contexts])
+    mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts])
+    step = decoding_step(model)
+    with torch.inference_mode():
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ours = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+        theirs = copy.deepcopy(ours)
+        last, positions = ids[:, -1:], mask.sum(-1, keepdim=True)
+        for _ in range(3):  # a few steps: the cache each one leaves must serve the next
+            mask = torch.cat([mask, torch.ones_like(last)], dim=1)
+            logits = step(last, mask, positions, ours)
+            expected = model(input_ids=last, attention_mask=mask, position_ids=positions, past_key_values=theirs,
+                             use_cache=True).logits[:, -1, :]
+            assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4)
+            last, positions = expected.argmax(-1, keepdim=True), positions + 1
 
 
 @pytest.mark.kafka
