@@ -16,9 +16,9 @@ max_new_tokens, decoding greedily so both write the same tokens:
 Per concurrency: tokens/s (reply tokens of all users / wall time), per-request latency p50/p99 and time to
 first token p50 (each user's clock starts when it sends, so queueing counts). The machine's memory bandwidth
 (a warm copy of 1 GiB, best of 5, read plus write traffic) gives the step bound: bytes of weights a decoding
-step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine (wall time), and
-step_cpu_ms the process's CPU time per token of that user (prefill included), which a busy machine does not
-stretch.
+step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine (wall time; the
+median over STEP_REQUESTS replies to a lone user, sent after the timed runs), and step_cpu_ms the process's CPU
+time per token of those replies (prefill included), which a busy machine does not stretch.
 
 --int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
 layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
@@ -52,6 +52,7 @@ from serving.engine import GenerationEngine  # noqa: E402
 from serving.generation import GenerationSettings, generate_reply  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()  # what the process starts with (the old code path's)
+STEP_REQUESTS = 5  # lone replies whose median step is step_ms: one reply's step moves with the machine's noise
 COPY_BYTES = 1 << 30  # the bandwidth probe: at least 1 GiB, far beyond any cache
 HELD_OUT = ("We walked along the canal after lunch and talked about nothing much",  # for the int8 loss only
             "The appointment moved to Thursday so I rearranged the whole week",
@@ -185,6 +186,7 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
             r = results[name][count]
             print(f"{name:17} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
                   f"p99 {r['p99']:.2f}s, ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
+    lone = await measure(ours, 1, STEP_REQUESTS)
     engine.close()
     if int8:
         quantised = int8_copy(model)
@@ -203,10 +205,9 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
         results["loss"] = {"fp32": held_out_loss(model, tokenizer), "int8": held_out_loss(quantised, tokenizer)}
     bandwidth = memory_bandwidth()
     step_bound_ms = weight_bytes(model) / bandwidth * 1000
-    alone = results["ours"][min(users)]["timings"]
-    step_ms = 1000 * float(np.median([(t.latency - t.ttft) / (t.tokens - 1) for t in alone if t.tokens > 1]))
+    step_ms = 1000 * float(np.median([(t.latency - t.ttft) / (t.tokens - 1) for t in lone["timings"] if t.tokens > 1]))
     # CPU time, not wall time: on a shared machine a step waits for a core as well as for memory.
-    step_cpu_ms = 1000 * results["ours"][min(users)]["cpu_s"] / results["ours"][min(users)]["tokens"]
+    step_cpu_ms = 1000 * lone["cpu_s"] / lone["tokens"]
     print(f"memory bandwidth {bandwidth / 1e9:.2f} GB/s (1 GiB copy, read + write, best of 5): a step reading "
           f"{weight_bytes(model) / 1e6:.0f} MB of fp32 weights is bounded by {step_bound_ms:.1f} ms; one user's step "
           f"on the engine {step_ms:.1f} ms ({step_ms / step_bound_ms:.2f}x), of which CPU time {step_cpu_ms:.1f} ms "

@@ -10,6 +10,7 @@ Any other model, or a GPT-2 configured in a way this step does not reproduce, go
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -51,14 +52,16 @@ def _gpt2_step(model: Any) -> DecodingStep:
     def step(last: Any, mask: Any, positions: Any, cache: Any) -> Any:
         rows = last.shape[0]
         x = body.wte(last) + body.wpe(positions)  # [rows, 1, embedding]
-        visible = mask.bool()[:, None, None, :]  # each row sees its own tokens, never the left padding
+        # Each row sees its own tokens, never the left padding: an additive mask, made once for every layer.
+        hidden = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(mask == 0, -math.inf)
+        hidden = hidden[:, None, None, :]
         for block, layer in zip(body.h, cache.layers):
             attention = block.attn
             query, key, value = (attention.c_attn(norm(block.ln_1, x))
                                  .view(rows, 1, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4))
             layer.keys = torch.cat([layer.keys, key], dim=2)
             layer.values = torch.cat([layer.values, value], dim=2)
-            mixed = F.scaled_dot_product_attention(query, layer.keys, layer.values, attn_mask=visible,
+            mixed = F.scaled_dot_product_attention(query, layer.keys, layer.values, attn_mask=hidden,
                                                    scale=attention.scaling)
             x = x + attention.c_proj(mixed.transpose(1, 2).reshape(rows, 1, -1))
             x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(norm(block.ln_2, x)), approximate="tanh"))
