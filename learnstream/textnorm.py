@@ -24,6 +24,7 @@ Case is kept: detectors casefold themselves where they want to.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["Folded", "fold"]
@@ -54,8 +55,8 @@ class Folded:
 
     original: str
     text: str
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
+    starts: Sequence[int]
+    ends: Sequence[int]
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The original range that folded text[start:end] came from (whole clusters, with the invisible
@@ -105,8 +106,7 @@ def _clusters(text: str):
 def fold(text: str, *, confusables: bool = False) -> Folded:
     """Fold `text` for detection (see the module docstring); plain ASCII comes back as it is, at no cost."""
     if text.isascii() and text.isprintable():
-        identity = tuple(range(len(text)))
-        return Folded(text, text, identity, tuple(i + 1 for i in identity))
+        return Folded(text, text, range(len(text)), range(1, len(text) + 1))
     pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []

@@ -105,7 +105,7 @@ _ORG_WORDS = _words("""
 _PARTICLES = _words("van von der den de da das del della di du le la al el bin ibn bint ben ó o ní nic mac mc ap ter ten")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass is built field by field, and texts have many words
 class Token:
     start: int
     end: int  # possessive "'s" excluded
@@ -216,26 +216,30 @@ def _word_info(word: str) -> _WordInfo:
     )
 
 
+@lru_cache(maxsize=1 << 16)
+def _word_token(word: str) -> tuple:
+    """The fields of a Token that depend only on the word as written (key to latin, but sentence_start), in
+    Token's order; cached, words recur."""
+    info = _word_info(word.casefold())
+    capitalised = word[0].isupper() and not (len(word) > 1 and word.isupper())
+    return (info.key, capitalised, len(word) > 1 and word.isupper(), info.given, info.surname, info.name_word,
+            info.family_name_word, info.common and not (info.derived and capitalised), info.place,
+            bool(_LATIN.fullmatch(word)))
+
+
 def tokenize(text: str) -> list[Token]:
     tokens: list[Token] = []
     previous_end = 0
     for match in _TOKEN.finditer(text):
         word = match.group()
-        end = match.end()
+        start, end = match.span()
         if word[-2:] in ("'s", "’s", "'S") and len(word) > 2:
             word, end = word[:-2], end - 2
-        info = _word_info(word.casefold())
-        capitalised = word[0].isupper() and not (len(word) > 1 and word.isupper())
-        tokens.append(Token(
-            match.start(), end, info.key,
-            capitalised=capitalised,
-            acronym=len(word) > 1 and word.isupper(),
-            sentence_start=not tokens or bool(_SENTENCE_END.search(text, previous_end, match.start())),
-            given=info.given, surname=info.surname, name_word=info.name_word,
-            family_name_word=info.family_name_word, common=info.common and not (info.derived and capitalised),
-            place=info.place,
-            latin=bool(_LATIN.fullmatch(word)),
-        ))
+        key, capitalised, acronym, *rest = _word_token(word)
+        # A single space between two words ends no sentence: the search is skipped for most words.
+        sentence_start = not tokens or (start - previous_end != 1 or text[previous_end] != " ") and bool(
+            _SENTENCE_END.search(text, previous_end, start))
+        tokens.append(Token(start, end, key, capitalised, acronym, sentence_start, *rest))
         previous_end = match.end()
     return tokens
 

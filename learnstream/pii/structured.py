@@ -34,6 +34,7 @@ _IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|
 _IPV6_CANDIDATE = re.compile(r"(?i)(?<![\w:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![\w:])")
 # A run of digits written with the separators people use in phone, NHS and card numbers, optionally with
 # an international prefix and an extension ("+44 (0)20 7946 0000", "485 777 3456", "555.123.4567x89").
+_ANY_DIGIT = re.compile(r"\d")  # every pattern below needs one
 _DIGIT_RUN = re.compile(r"(?i)(?<![\w+])(?:\+|\(\+?)?\d[\d \-.()]{6,}\d\)?(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?![\w])")
 # Groups split by a space, a dash or a dot (in the folded text every Unicode space and dash is one of these).
 # Any two letters: Faker and test data use prefixes the real scheme forbids ("ZZ"). Without the final
@@ -168,7 +169,7 @@ def find_structured(text: str) -> list[Span]:
         add(_URL, "URL", STRUCTURED_PRIORITY + 1)
     if text.count(":") >= 2:
         spans += _ipv6(text)
-    if not any(char.isdigit() for char in text):
+    if not _ANY_DIGIT.search(text):
         return spans
     add(_IPV4, "IP", STRUCTURED_PRIORITY + 1)
     for match in _DIGIT_RUN.finditer(text):
