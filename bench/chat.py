@@ -18,7 +18,9 @@ first token p50 (each user's clock starts when it sends, so queueing counts). Th
 (a warm copy of 1 GiB, best of 5, read plus write traffic) gives the step bound: bytes of weights a decoding
 step reads at the served dtype / bandwidth; step_ms is one user's decoding step on the engine (wall time; the
 median over STEP_REQUESTS replies to a lone user, sent after the timed runs), and step_cpu_ms the process's CPU
-time per token of those replies (prefill included), which a busy machine does not stretch.
+time per token of those replies (prefill included), which a busy machine does not stretch. linear_floor_ms is one
+row through the engine model's linear layers alone, with the thread count the engine chose for one user: the part
+of step_ms that is the weight read, the rest being the step's other ops.
 
 --int8 also runs the engine on a copy of the model with torch's dynamic int8 quantisation of every linear
 layer (GPT-2's Conv1D layers turned into nn.Linear first, the lm_head included), and compares its mean token
@@ -47,7 +49,7 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from bench.swap import MESSAGES, dialogpt_sized_tokenizer  # noqa: E402
 from serving.chat_model import quantized_int8  # noqa: E402
-from serving.cpu_layers import prepacked  # noqa: E402
+from serving.cpu_layers import PackedLinear, prepacked  # noqa: E402
 from serving.engine import GenerationEngine  # noqa: E402
 from serving.generation import GenerationSettings, generate_reply  # noqa: E402
 
@@ -105,6 +107,21 @@ def weight_bytes(model: torch.nn.Module) -> int:
     read whole for the logits), but the position table, of which a step reads one row."""
     skip = {id(model.transformer.wpe.weight)}
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
+def linear_floor_ms(model: torch.nn.Module, threads: int) -> float:
+    """One row through every packed linear layer of model and nothing else, on threads torch threads (median of 5
+    passes): what the weight reads alone cost a step, the floor under step_ms."""
+    layers = [module for module in model.modules() if isinstance(module, PackedLinear)]
+    rows = {layer.in_features: torch.randn(1, layer.in_features) for layer in layers}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            passes = [_timed(lambda: [layer(rows[layer.in_features]) for layer in layers]) for _ in range(5)]
+    finally:
+        torch.set_num_threads(before)
+    return 1000 * float(np.median(passes))
 
 
 def int8_copy(model: GPT2LMHeadModel) -> torch.nn.Module:
@@ -187,6 +204,7 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
             print(f"{name:17} users={count}: {r['tokens_per_s']:.1f} tokens/s, p50 {r['p50']:.2f}s, "
                   f"p99 {r['p99']:.2f}s, ttft {r['ttft']:.3f}s ({r['tokens']} tokens)", file=sys.stderr, flush=True)
     lone = await measure(ours, 1, STEP_REQUESTS)
+    floor_ms = linear_floor_ms(engine.model, engine.thread_choice.best(1))
     engine.close()
     if int8:
         quantised = int8_copy(model)
@@ -211,11 +229,12 @@ async def run(users: list[int], rounds: int, max_new_tokens: int, int8: bool) ->
     print(f"memory bandwidth {bandwidth / 1e9:.2f} GB/s (1 GiB copy, read + write, best of 5): a step reading "
           f"{weight_bytes(model) / 1e6:.0f} MB of fp32 weights is bounded by {step_bound_ms:.1f} ms; one user's step "
           f"on the engine {step_ms:.1f} ms ({step_ms / step_bound_ms:.2f}x), of which CPU time {step_cpu_ms:.1f} ms "
-          f"({step_cpu_ms / step_bound_ms:.2f}x; the rest is time off the CPU)", file=sys.stderr, flush=True)
+          f"({step_cpu_ms / step_bound_ms:.2f}x; the rest is time off the CPU); the linear layers alone take "
+          f"{floor_ms:.1f} ms ({floor_ms / step_bound_ms:.2f}x)", file=sys.stderr, flush=True)
     return {"results": results, "bandwidth_gb_s": bandwidth / 1e9, "step_bound_ms": step_bound_ms,
-            "step_ms": step_ms, "step_cpu_ms": step_cpu_ms,
-            "engine_threads": {"among": list(engine.threads.counts),
-                               "chosen_by_users": {str(count): engine.threads.best(count) for count in users}}}
+            "step_ms": step_ms, "step_cpu_ms": step_cpu_ms, "linear_floor_ms": floor_ms,
+            "engine_threads": {"among": list(engine.thread_choice.counts),
+                               "chosen_by_users": {str(count): engine.thread_choice.best(count) for count in users}}}
 
 
 def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int) -> dict:
@@ -238,6 +257,7 @@ def report(measured: dict, *, users: list[int], rounds: int, max_new_tokens: int
         "baseline_1_thread_tokens_per_s": per_users(measured["results"]["baseline_1_thread"], "tokens_per_s", 1),
         "bandwidth_gb_s": round(measured["bandwidth_gb_s"], 2), "step_bound_ms": round(measured["step_bound_ms"], 1),
         "step_ms": round(measured["step_ms"], 1), "step_cpu_ms": round(measured["step_cpu_ms"], 1),
+        "linear_floor_ms": round(measured["linear_floor_ms"], 1),
     }
     if "int8" in measured["results"]:
         int8, loss = measured["results"]["int8"], measured["results"]["loss"]

@@ -1,10 +1,11 @@
 """One decoding step of the chat engine: a token per sequence in, the next token's logits out.
 
-A GPT-2 step through transformers' forward runs ~2,000 small tensor ops for 12 layers (views, mask building,
-dtype checks, cache bookkeeping), and at one sequence those cost about a sixth of the step on a CPU, besides the
-weight read that is the step's real work. For GPT-2-architecture models (DialoGPT's, the embedded base's) this
-module runs the same arithmetic with only the ops it needs, calling the model's own modules (packed, quantised
-or plain), so its logits are transformers' up to float rounding (tests/test_engine.py compares the replies).
+A GPT-2 step through transformers' forward runs over a thousand small tensor ops for 12 layers (views, mask
+building, dtype conversions, cache bookkeeping) besides the weight read that is the step's real work; on a CPU,
+at one sequence, they cost about a seventh of the step. For GPT-2-architecture models (DialoGPT's, the embedded
+base's) this module runs the same arithmetic with only the ops it needs, calling the model's own modules
+(packed, quantised or plain), so its logits are transformers' up to float rounding (tests/test_engine.py
+compares them, and the engine's replies with generate()'s).
 Any other model, or a GPT-2 configured in a way this step does not reproduce, goes through the model's forward.
 """
 

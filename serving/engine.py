@@ -66,7 +66,7 @@ class GenerationEngine:
         self.tokenizer = tokenizer
         self.settings = settings
         self.max_batch = max_batch
-        self.threads = ThreadChoice(thread_counts() if threads is None else threads)
+        self.thread_choice = ThreadChoice(thread_counts() if threads is None else threads)
         self._forward = decoding_step(model)
         self._eos = tokenizer.eos_token_id
         config = model.generation_config
@@ -135,7 +135,7 @@ class GenerationEngine:
 
     def _step(self, *, measured: bool = True) -> None:
         """Let waiting sequences join, then decode one token for every sequence in the batch. measured: the
-        decoding runs with the thread count self.threads chooses, and tells it how long it took."""
+        decoding runs with the thread count self.thread_choice picks, and tells it how long it took."""
         import torch
 
         try:
@@ -206,13 +206,14 @@ class GenerationEngine:
         CHAT_BATCH_SIZE.observe(rows)
         last = torch.tensor([[sequence.tokens[-1]] for sequence in batch.sequences], device=batch.mask.device)
         batch.mask = torch.cat([batch.mask, torch.ones_like(last)], dim=1)
-        threads = self.threads.next(rows) if measured else torch.get_num_threads()
-        if torch.get_num_threads() != threads:  # kept per OS thread; the prefills run with it too
-            torch.set_num_threads(threads)
+        if measured:
+            threads = self.thread_choice.next(rows)
+            if torch.get_num_threads() != threads:  # kept per OS thread; the prefills run with it too
+                torch.set_num_threads(threads)
         started = time.perf_counter()
         logits = self._forward(last, batch.mask, batch.positions[:, None], batch.cache)
         if measured:
-            self.threads.observe(threads, rows, time.perf_counter() - started)
+            self.thread_choice.observe(threads, rows, time.perf_counter() - started)
         batch.positions = batch.positions + 1
         tokens, log_probs = self._sample(logits, batch, first=False)
         batch.keep([self._advance(sequence, token, log_prob, first=False)

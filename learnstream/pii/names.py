@@ -112,7 +112,6 @@ class Token:
     key: str  # folded form used for every lookup
     capitalised: bool  # Title case ("Sarah"), not ALL CAPS
     acronym: bool  # ALL CAPS, two letters or more
-    sentence_start: bool
     given: bool  # a known first name that is not an everyday word
     surname: bool  # a known family name that is not an everyday word
     name_word: bool  # a known first or family name that is also an everyday word ("Rose", "Mark")
@@ -120,6 +119,7 @@ class Token:
     common: bool  # an everyday English word, a contraction or a known non-PII term
     place: bool
     latin: bool  # written in Latin letters (the only script the word lists and the model know)
+    sentence_start: bool  # last: every field before it depends only on the word (tokenize caches them)
 
     @property
     def unknown(self) -> bool:
@@ -218,8 +218,8 @@ def _word_info(word: str) -> _WordInfo:
 
 @lru_cache(maxsize=1 << 16)
 def _word_token(word: str) -> tuple:
-    """The fields of a Token that depend only on the word as written (key to latin, but sentence_start), in
-    Token's order; cached, words recur."""
+    """Token's fields from key to latin, in its order: what depends only on the word as written; cached, words
+    recur."""
     info = _word_info(word.casefold())
     capitalised = word[0].isupper() and not (len(word) > 1 and word.isupper())
     return (info.key, capitalised, len(word) > 1 and word.isupper(), info.given, info.surname, info.name_word,
@@ -235,11 +235,10 @@ def tokenize(text: str) -> list[Token]:
         start, end = match.span()
         if word[-2:] in ("'s", "’s", "'S") and len(word) > 2:
             word, end = word[:-2], end - 2
-        key, capitalised, acronym, *rest = _word_token(word)
         # A single space between two words ends no sentence: the search is skipped for most words.
         sentence_start = not tokens or (start - previous_end != 1 or text[previous_end] != " ") and bool(
             _SENTENCE_END.search(text, previous_end, start))
-        tokens.append(Token(start, end, key, capitalised, acronym, sentence_start, *rest))
+        tokens.append(Token(start, end, *_word_token(word), sentence_start))
         previous_end = match.end()
     return tokens
 
