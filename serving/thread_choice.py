@@ -1,12 +1,12 @@
 """How many torch threads the chat engine's next decoding step runs with: the count measured fastest lately.
 
 Neither one thread nor all the cores is right everywhere. A decoding step is a few hundred parallel regions
-whose threads meet at a barrier. On an idle machine two threads read the weights faster than one (on this
-2-core AMD EPYC a step took ~46 ms with two, ~54 ms with one). When other runnable threads hold the cores (the
-event loop, the HTTP server, other processes), every region waits for its descheduled worker, and a two-thread
-step took 5-10x a one-thread step. So the engine measures instead of guessing: it times its steps per thread
-count and batch size, runs the count with the lowest moving average, and now and then runs another count once
-to see whether the machine has changed. A count that keeps losing is tried less and less often.
+whose threads meet at a barrier. On an idle machine more threads read the weights faster than one; when other
+runnable threads hold the cores (the event loop, the HTTP server, other processes), every region waits for its
+descheduled worker, and a step on more threads can take several times as long as on one. So the engine measures
+instead of guessing: it times its steps per thread count and batch size, runs the count with the lowest moving
+average, and now and then runs another count once to see whether the machine has changed. A count that keeps
+losing is tried less and less often.
 """
 
 from __future__ import annotations
